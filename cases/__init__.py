@@ -1,0 +1,1 @@
+"""Declarative conformance suites (TOML files shipped with the package)."""

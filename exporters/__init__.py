@@ -1,0 +1,1 @@
+"""Exporters: one set of canonical weights -> PyTorch modules and ONNX models."""

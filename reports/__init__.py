@@ -1,0 +1,1 @@
+"""Renderers of result objects: console, JSON, JUnit XML, Markdown, HTML."""
