@@ -19,8 +19,10 @@ Array = NDArray[np.float64]
 
 
 def _sigmoid(x: Array, alpha: float, beta: float) -> Array:
-    # 0.5 * (1 + tanh(x / 2)) is the logistic function without exp overflow.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    # exp(-|x|) never overflows; choosing the form by sign keeps full relative
+    # precision in both tails (1 / (1 + e) for x >= 0, e / (1 + e) below).
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0.0, 1.0, e) / (1.0 + e)
 
 
 def _tanh(x: Array, alpha: float, beta: float) -> Array:

@@ -51,6 +51,8 @@ def run_stack(
     inp = np.asarray(x, dtype=np.float64)
     if inp.ndim != 3:
         raise ValueError(f"x: expected a rank-3 tensor, got shape {list(inp.shape)}")
+    if inp.shape[2] != config.input_size:
+        raise ValueError(f"x: expected input size {config.input_size} on the last axis, got shape {list(inp.shape)}")
     if config.batch_first:
         inp = inp.transpose(1, 0, 2)
     batch = inp.shape[1]
@@ -90,6 +92,8 @@ def _tokens(config: LMConfig, tokens: ArrayLike) -> NDArray[np.int64]:
     ids = np.asarray(tokens)
     if ids.ndim != 2 or ids.dtype.kind not in "iu":
         raise ValueError(f"tokens: expected a rank-2 integer tensor, got shape {list(ids.shape)} dtype {ids.dtype}")
+    if ids.size == 0:
+        raise ValueError(f"tokens: expected at least one token per sequence, got shape {list(ids.shape)}")
     if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
         raise ValueError(f"tokens: ids must lie in [0, {config.vocab_size}), got [{ids.min()}, {ids.max()}]")
     return ids.astype(np.int64)
@@ -104,6 +108,9 @@ def lm_log_probs(
     initial_c: ArrayLike | None = None,
 ) -> Array:
     """Log-probabilities of the next token at every position: [T, B, V] (or [B, T, V])."""
+    problem = weights.matches(config)
+    if problem:
+        raise ValueError(problem)
     ids = _tokens(config, tokens)
     embedded = weights.embedding[ids]
     hidden = run_stack(config.lstm, weights.lstm, embedded, initial_h=initial_h, initial_c=initial_c).output
@@ -119,11 +126,13 @@ def next_token(config: LMConfig, weights: LMWeights, tokens: ArrayLike) -> NDArr
 
 def perplexity(config: LMConfig, weights: LMWeights, tokens: ArrayLike) -> float:
     """exp of the mean negative log-likelihood of tokens[t+1] given tokens[:t+1]."""
-    ids = _tokens(config, tokens)
+    raw = np.asarray(tokens)
+    steps = raw.shape[1 if config.lstm.batch_first else 0] if raw.ndim == 2 else 2
+    if steps < 2:
+        raise ValueError("perplexity: sequences need at least 2 tokens")
+    ids = _tokens(config, raw)
     if config.lstm.batch_first:
         ids = ids.T
-    if ids.shape[0] < 2:
-        raise ValueError("perplexity: sequences need at least 2 tokens")
     time_major = LMConfig(config.vocab_size, _time_major(config.lstm))
     log_probs = lm_log_probs(time_major, weights, ids[:-1])
     picked = np.take_along_axis(log_probs, ids[1:, :, None], axis=-1)

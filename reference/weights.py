@@ -13,6 +13,10 @@ Recipes (deterministic from a seed, NumPy's PCG64):
 - ``saturating``: every LSTM tensor ~ U(-4, 4) whatever the size, so most gate
   pre-activations lie far outside [-4, 4] and the sigmoids/tanhs saturate:
   the regime where float32 rounding and approximate activations diverge.
+
+Generated values are rounded to float32-representable numbers (still stored
+as float64), so a float32 model holds exactly the weights the reference
+uses: any difference a runtime shows is its own, not weight rounding.
 """
 
 from __future__ import annotations
@@ -146,6 +150,24 @@ class LMWeights:
     proj_weight: Array
     proj_bias: Array
 
+    def matches(self, config: LMConfig) -> str | None:
+        """Why these weights do not fit ``config``, or ``None`` if they do."""
+        problem = self.lstm.matches(config.lstm)
+        if problem:
+            return problem
+        if self.embedding.shape[0] != config.vocab_size:
+            return f"weights do not match the config: vocab_size {self.embedding.shape[0]} (config {config.vocab_size})"
+        want = {
+            "embedding": (config.vocab_size, config.embed_size),
+            "proj_weight": (config.vocab_size, config.lstm.output_size),
+            "proj_bias": (config.vocab_size,),
+        }
+        for name, shape in want.items():
+            actual = getattr(self, name).shape
+            if actual != shape:
+                return f"weights do not match the config: {name} has shape {list(actual)}, config needs {list(shape)}"
+        return None
+
     def arrays(self) -> dict[str, Array]:
         out = {"embedding": self.embedding, "proj_weight": self.proj_weight, "proj_bias": self.proj_bias}
         out.update(self.lstm.arrays())
@@ -179,11 +201,15 @@ def generate_lm(config: LMConfig, *, seed: int, recipe: str = "torch-default") -
     fan_in = config.lstm.output_size
     bound = 1.0 / np.sqrt(fan_in)
     return LMWeights(
-        embedding=rng.standard_normal((config.vocab_size, config.embed_size)),
+        embedding=_f32(rng.standard_normal((config.vocab_size, config.embed_size))),
         lstm=lstm_weights,
-        proj_weight=rng.uniform(-bound, bound, (config.vocab_size, fan_in)),
-        proj_bias=rng.uniform(-bound, bound, config.vocab_size),
+        proj_weight=_f32(rng.uniform(-bound, bound, (config.vocab_size, fan_in))),
+        proj_bias=_f32(rng.uniform(-bound, bound, config.vocab_size)),
     )
+
+
+def _f32(array: Array) -> Array:
+    return array.astype(np.float32).astype(np.float64)
 
 
 def _generate_lstm(config: LSTMConfig, rng: np.random.Generator, recipe: str) -> LSTMWeights:
@@ -199,10 +225,10 @@ def _generate_lstm(config: LSTMConfig, rng: np.random.Generator, recipe: str) ->
         i = config.layer_input_size(k)
         layers.append(
             LayerWeights(
-                W=rng.uniform(-bound, bound, (d, 4 * h, i)),
-                R=rng.uniform(-bound, bound, (d, 4 * h, h)),
-                B=rng.uniform(-bound, bound, (d, 8 * h)),
-                P=rng.uniform(-bound, bound, (d, 3 * h)) if config.peepholes else None,
+                W=_f32(rng.uniform(-bound, bound, (d, 4 * h, i))),
+                R=_f32(rng.uniform(-bound, bound, (d, 4 * h, h))),
+                B=_f32(rng.uniform(-bound, bound, (d, 8 * h))),
+                P=_f32(rng.uniform(-bound, bound, (d, 3 * h))) if config.peepholes else None,
             )
         )
     return LSTMWeights(tuple(layers))

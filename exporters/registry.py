@@ -1,0 +1,178 @@
+"""The exporter registry, ONNX validation and the content-addressed export cache."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from exporters.base import FAILED, NOT_APPLICABLE, OK, UNAVAILABLE, AnyWeights, Artifact, Exporter, ExportOptions, Model
+
+# id -> "module:Class"; modules are imported only when an exporter is used.
+_EXPORTERS = {
+    "torch-module": "exporters.torch_module:TorchModuleExporter",
+    "onnx-native": "exporters.onnx_native:OnnxNativeExporter",
+    "torch-script": "exporters.torch_onnx:TorchScriptExporter",
+    "torch-dynamo": "exporters.torch_onnx:TorchDynamoExporter",
+}
+CACHE_FORMAT = 1
+
+
+class UnknownExporterError(ValueError):
+    """An exporter id that is not registered; the message lists the known ones."""
+
+
+def exporter_ids() -> list[str]:
+    return list(_EXPORTERS)
+
+
+def get_exporter(exporter_id: str) -> Exporter:
+    target = _EXPORTERS.get(exporter_id)
+    if target is None:
+        close = difflib.get_close_matches(exporter_id, _EXPORTERS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownExporterError(f"unknown exporter {exporter_id!r}{hint}; available: {', '.join(_EXPORTERS)}")
+    module_name, class_name = target.split(":")
+    exporter: Exporter = getattr(importlib.import_module(module_name), class_name)()
+    return exporter
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/lstm-conformance`` (``~/.cache/lstm-conformance`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lstm-conformance"
+
+
+def cache_key(exporter: Exporter, model: Model, weights: AnyWeights, options: ExportOptions) -> str:
+    """Content address of an export: weights digest + config + exporter id, versions and options."""
+    payload = {
+        "format": CACHE_FORMAT,
+        "exporter": exporter.id,
+        "versions": exporter.versions(),
+        "model": {"kind": type(model).__name__, **model.to_dict()},
+        "weights": weights.digest(),
+        "options": options.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def validate_onnx(path: Path) -> dict[str, Any]:
+    """Run the full ONNX checker and strict shape inference; return the model's metadata.
+
+    Raises ``ValueError`` with the checker's message when the model is invalid.
+    """
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        model = onnx.load(str(path))
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:  # the checker raises several exception types
+        raise ValueError(f"ONNX checker: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from exc
+    histogram = Counter(node.op_type for node in model.graph.node)
+    opsets = {entry.domain or "ai.onnx": entry.version for entry in model.opset_import}
+    return {
+        "opset": opsets.get("ai.onnx"),
+        "opset_imports": opsets,
+        "ir_version": model.ir_version,
+        "op_histogram": dict(sorted(histogram.items())),
+        "size_bytes": path.stat().st_size,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+    }
+
+
+def export(
+    model: Model,
+    weights: AnyWeights,
+    exporter_id: str,
+    options: ExportOptions | None = None,
+    *,
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+) -> Artifact:
+    """Produce (or fetch from the cache) one artifact. Never raises for an export failure.
+
+    Unknown exporter ids raise :class:`UnknownExporterError`: that is bad input,
+    not an export result.
+    """
+    options = options or ExportOptions()
+    exporter = get_exporter(exporter_id)
+    reason = exporter.unavailable()
+    if reason:
+        return Artifact(exporter_id, UNAVAILABLE, reason)
+    reason = exporter.not_applicable(model, options)
+    if reason:
+        return Artifact(exporter_id, NOT_APPLICABLE, reason)
+    base_meta: dict[str, Any] = {"exporter": exporter_id, "versions": exporter.versions(), "options": options.to_dict()}
+
+    if exporter.produces == "torch":
+        start = time.perf_counter()
+        try:
+            outcome = exporter.export(model, weights, options, Path(os.devnull))
+        except Exception as exc:
+            return Artifact(exporter_id, FAILED, _one_line(exc), meta=base_meta)
+        meta = {**base_meta, "export_seconds": time.perf_counter() - start, "warnings": list(outcome.warnings)}
+        return Artifact(exporter_id, OK, module=outcome.module, meta=meta)
+
+    root = (cache_dir or cache_root()) / "exports"
+    key = cache_key(exporter, model, weights, options)
+    entry = root / key
+    if use_cache:
+        hit = _read_cache(entry, exporter_id)
+        if hit is not None:
+            return hit
+
+    work = Path(tempfile.mkdtemp(prefix="export-", dir=_ensure(root)))
+    try:
+        path = work / "model.onnx"
+        start = time.perf_counter()
+        try:
+            outcome = exporter.export(model, weights, options, path)
+        except Exception as exc:
+            return Artifact(exporter_id, FAILED, f"export failed: {_one_line(exc)}", meta=base_meta)
+        seconds = time.perf_counter() - start
+        meta = {**base_meta, "export_seconds": seconds, "warnings": list(outcome.warnings)}
+        try:
+            meta.update(validate_onnx(path))
+        except ValueError as exc:
+            return Artifact(exporter_id, FAILED, str(exc), meta=meta)
+        if not use_cache:
+            keep = _ensure(root / "uncached") / key
+            shutil.rmtree(keep, ignore_errors=True)
+            os.replace(work, keep)
+            return Artifact(exporter_id, OK, path=keep / "model.onnx", meta=meta)
+        (work / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(work, entry)  # atomic publish: a reader sees the whole entry or none
+        return Artifact(exporter_id, OK, path=entry / "model.onnx", meta=meta)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _read_cache(entry: Path, exporter_id: str) -> Artifact | None:
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (entry / "model.onnx").is_file():
+        return None
+    return Artifact(exporter_id, OK, path=entry / "model.onnx", meta=meta, cached=True)
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
