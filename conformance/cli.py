@@ -1,14 +1,55 @@
-"""The ``conformance`` command line. Heavy imports stay inside the subcommands."""
+"""The ``conformance`` command line. Subcommand handlers (and heavy imports) load only when used."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from conformance import __version__
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run a conformance suite on every exporter and runtime")
+    p.add_argument("--suite", action="append", help="suite name or TOML path (repeatable; default: smoke)")
+    p.add_argument("-k", dest="select", metavar="EXPR", help="select cases by substring expression (and/or/not)")
+    p.add_argument("--runtime", action="append", metavar="ID", help="only these runtimes (repeatable; globs allowed)")
+    p.add_argument("--exporter", action="append", metavar="ID", help="only these exporters (repeatable; globs allowed)")
+    p.add_argument("--out", metavar="DIR", help="result folder (default: conformance-results/<suite>)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; latency wants 1)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per lane before it is killed (default 300)")
+    p.add_argument("--no-cache", action="store_true", help="export again instead of using the export cache")
+
+
+def _add_list(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("list", help="list suites, cases, exporters and runtimes with their availability")
+    p.add_argument("what", nargs="?", choices=["suites", "cases", "exporters", "runtimes"], help="one section only")
+    p.add_argument("--suite", action="append", help="suite(s) whose cases to list (default: all)")
+    p.add_argument("-k", dest="select", metavar="EXPR", help="select cases by substring expression")
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model + reference test data folder (ONNX backend test layout)",
+        description="Export one case's model with one exporter into a self-contained folder: model.onnx and "
+        "test_data_set_0/input_*.pb, output_*.pb holding the float64 reference outputs (as float32).",
+    )
+    p.add_argument("case", help="case id (see `conformance list cases`)")
+    p.add_argument("--suite", action="append", help="suite(s) to look the case up in (default: all packaged)")
+    p.add_argument("--exporter", default="onnx-native", help="exporter id (default onnx-native)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    p.add_argument("--no-cache", action="store_true", help="export again instead of using the export cache")
+
+
+COMMANDS = {
+    "run": ("conformance.commands.run", _add_run),
+    "list": ("conformance.commands.listing", _add_list),
+    "export": ("conformance.commands.export", _add_export),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,10 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Check that LSTM models exported to ONNX compute what the model computes: "
             "against a float64 NumPy reference, on every runtime and execution provider."
         ),
+        epilog="exit codes: 0 all pass (expected divergences allowed), 1 conformance failure, 2 bad input",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for _, add in COMMANDS.values():
+        add(sub)
     return parser
 
 
@@ -31,4 +75,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stdout)
         return EXIT_USAGE
-    return EXIT_OK  # pragma: no cover - every subcommand returns from its own handler
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        code: int = module.main(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except ValueError as exc:  # bad input: case files, ids, models, shapes
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}".replace("error: : ", "error: "), file=sys.stderr)
+        return EXIT_USAGE
+    return code

@@ -1,0 +1,61 @@
+"""``conformance list``: suites, cases, exporters and runtimes, with availability and reasons."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+
+def main(args: argparse.Namespace) -> int:
+    from conformance.cases import available_suites, load_suite, select
+
+    console = Console()
+    what = args.what
+    if what in (None, "suites"):
+        table = Table(title="Suites", title_justify="left")
+        table.add_column("suite")
+        table.add_column("cases", justify="right")
+        table.add_column("description")
+        for name in available_suites():
+            suite = load_suite(name)
+            table.add_row(name, str(len(suite.cases)), suite.description)
+        console.print(table)
+    if what == "cases":
+        for name in args.suite or available_suites():
+            suite = load_suite(name)
+            table = Table(title=f"Cases of {name}", title_justify="left")
+            table.add_column("id")
+            table.add_column("features")
+            table.add_column("exporters")
+            table.add_column("runtimes")
+            for case in select(list(suite.cases), args.select):
+                table.add_row(case.id, ", ".join(case.features()), ", ".join(case.exporters), ", ".join(case.runtimes))
+            console.print(table)
+    if what in (None, "exporters"):
+        from exporters.registry import exporter_ids, get_exporter
+
+        table = Table(title="Exporters", title_justify="left")
+        for column in ("id", "produces", "available", "description"):
+            table.add_column(column)
+        for exporter_id in exporter_ids():
+            exporter = get_exporter(exporter_id)
+            reason = exporter.unavailable()
+            table.add_row(
+                exporter_id, exporter.produces, "yes" if reason is None else f"no: {reason}", exporter.description
+            )
+        console.print(table)
+    if what in (None, "runtimes"):
+        from conformance.runtimes import all_runtimes
+
+        table = Table(title="Runtimes", title_justify="left")
+        for column in ("id", "consumes", "available", "description"):
+            table.add_column(column)
+        for runtime in all_runtimes():
+            reason = runtime.unavailable()
+            table.add_row(
+                runtime.id, runtime.consumes, "yes" if reason is None else f"no: {reason}", runtime.description
+            )
+        console.print(table)
+    return 0

@@ -1,0 +1,158 @@
+"""``conformance run``: plan lanes from suites, run them in workers, summarise, gate."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from conformance.cases import Case, load_suite, select
+from conformance.lane import FAILING, NO_EXPORT, Lane
+
+DEFAULT_SUITE = "smoke"
+
+
+def _match_ids(patterns: list[str] | None, known: list[str], what: str) -> set[str]:
+    """Ids selected by glob patterns; a pattern matching nothing is bad input."""
+    if not patterns:
+        return set(known)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = fnmatch.filter(known, pattern)
+        if not hits:
+            import difflib
+
+            close = difflib.get_close_matches(pattern, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown {what} {pattern!r}{hint}; available: {', '.join(known)}")
+        chosen.update(hits)
+    return chosen
+
+
+def plan(
+    cases: list[tuple[str, Case]], runtimes: set[str] | None = None, exporters: set[str] | None = None
+) -> list[Lane]:
+    """Every (case, exporter, runtime) lane whose artifact kind the runtime consumes."""
+    from conformance.runtimes import all_runtimes
+    from exporters.registry import get_exporter
+
+    by_id = {r.id: r for r in all_runtimes()}
+    produces = {}
+    lanes = []
+    for suite, case in cases:
+        for runtime_id in case.runtimes:
+            if runtimes is not None and runtime_id not in runtimes:
+                continue
+            runtime = by_id.get(runtime_id)
+            if runtime is None:
+                continue  # a provider this onnxruntime build does not know; `list` shows it
+            if runtime.consumes == "weights":
+                lanes.append(Lane(suite, case.id, NO_EXPORT, runtime_id))
+                continue
+            for exporter_id in case.exporters:
+                if exporters is not None and exporter_id not in exporters:
+                    continue
+                if exporter_id not in produces:
+                    produces[exporter_id] = get_exporter(exporter_id).produces
+                if produces[exporter_id] == runtime.consumes:
+                    lanes.append(Lane(suite, case.id, exporter_id, runtime_id))
+    return lanes
+
+
+def load_cases(suites: list[str], expr: str | None) -> list[tuple[str, Case]]:
+    cases: list[tuple[str, Case]] = []
+    for name in suites:
+        suite = load_suite(name)
+        cases += [(name, case) for case in select(list(suite.cases), expr)]
+    if not cases:
+        raise ValueError(f"no case in suite(s) {', '.join(suites)} matches -k {expr!r}")
+    return cases
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from conformance import environment
+    from conformance.runner import ResultSink, run_lanes
+    from conformance.runtimes import runtime_ids
+    from exporters.registry import exporter_ids
+    from reports import console as console_report
+    from reports import json_report
+
+    suites = args.suite or [DEFAULT_SUITE]
+    cases = load_cases(suites, args.select)
+    runtimes = _match_ids(args.runtime, runtime_ids(), "runtime") if args.runtime else None
+    exporters = _match_ids(args.exporter, [*exporter_ids(), NO_EXPORT], "exporter") if args.exporter else None
+    lanes = plan(cases, runtimes, exporters)
+    if not lanes:
+        raise ValueError("the selection leaves no lane to run (check --runtime/--exporter against `conformance list`)")
+    out = Path(args.out) if args.out else Path("conformance-results") / "-".join(Path(s).stem for s in suites)
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "results.jsonl"
+    jsonl.unlink(missing_ok=True)
+
+    err = Console(stderr=True)
+    out_console = Console()
+    started = time.time()
+    sink = ResultSink(jsonl)
+    try:
+        results = _run_with_progress(lanes, sink, args, err, run_lanes)
+    finally:
+        sink.close()
+    wall = time.time() - started
+
+    env = environment.collect()
+    run_info: dict[str, Any] = {
+        "suites": suites,
+        "select": args.select,
+        "lanes": len(lanes),
+        "wall_seconds": round(wall, 3),
+        "argv": sys.argv[1:],
+    }
+    document = json_report.payload(results, environment=env, run=run_info)
+    json_report.write_atomic(out / "results.json", document)
+
+    out_console.print(
+        console_report.summary_table(results, title=f"{', '.join(suites)}: {len(lanes)} lanes in {wall:.1f} s")
+    )
+    for part in (console_report.expected(results), console_report.skipped(results), console_report.failures(results)):
+        if part is not None:
+            out_console.print(part)
+    out_console.print(f"results: {out / 'results.json'}")
+    return 1 if any(r["status"] in FAILING for r in results) else 0
+
+
+def _run_with_progress(lanes: list[Lane], sink: Any, args: argparse.Namespace, err: Any, run_lanes: Any) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    kwargs = {"jobs": args.jobs, "timeout": args.timeout, "use_cache": not args.no_cache}
+    if not err.is_terminal:
+        return run_lanes(lanes, sink, **kwargs)
+    with Progress(
+        TextColumn("[bold]{task.fields[lane]}", justify="left"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("lanes", total=len(lanes), lane="")
+        return run_lanes(
+            lanes,
+            sink,
+            on_start=lambda lane: progress.update(task, lane=lane.id),
+            on_result=lambda record: progress.advance(task),
+            **kwargs,
+        )

@@ -1,0 +1,147 @@
+"""ONNX Runtime, one runtime per execution provider and graph-optimisation level.
+
+Where each node ran is read from ORT's own profiler: every kernel event names
+the provider that executed it. The CUDA EP hands some LSTM variants to the
+CPU EP without failing; the harness uses this placement to refuse a CUDA pass
+that was computed on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporters.base import AnyWeights, Artifact, Model
+
+# Providers that do not execute graph nodes on a device of their own.
+NON_COMPUTE_PROVIDERS = {"AzureExecutionProvider"}
+OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "noopt": "ORT_DISABLE_ALL"}
+
+
+def short_name(provider: str) -> str:
+    """``CUDAExecutionProvider`` -> ``cuda``."""
+    return provider.removesuffix("ExecutionProvider").lower()
+
+
+def parse_profile(path: str | Path) -> dict[str, str]:
+    """``"node (OpType)"`` -> provider, from an ORT profile (chrome trace JSON)."""
+    events = json.loads(Path(path).read_text())
+    placement: dict[str, str] = {}
+    for event in events:
+        if event.get("cat") != "Node":
+            continue
+        args = event.get("args") or {}
+        provider = args.get("provider")
+        name = str(event.get("name", ""))
+        if not provider or not name.endswith("_kernel_time"):
+            continue
+        op = args.get("op_name", "?")
+        placement[f"{name.removesuffix('_kernel_time')} ({op})"] = provider
+    return placement
+
+
+class OrtSession:
+    def __init__(self, path: str, provider: str, opt_level: str, *, profile: bool) -> None:
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(4)  # errors come back as exceptions; keep the console clean
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
+        options.log_severity_level = 3
+        self._profile_dir: str | None = None
+        if profile:
+            self._profile_dir = tempfile.mkdtemp(prefix="ort-profile-")
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(self._profile_dir, "ort")
+        providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        if provider not in self.session.get_providers():
+            raise RuntimeError(
+                f"{provider} failed to initialise; the session fell back to {self.session.get_providers()}"
+            )
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # failures come back as exceptions
+        self._placement: dict[str, str] | None = None
+        self._nodes: dict[str, str] = {}
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(self.output_names, dict(feeds), self._run_options)
+        return dict(zip(self.output_names, values, strict=True))
+
+    def placement(self) -> dict[str, str]:
+        if self._placement is None:
+            if self._profile_dir is None:
+                return {}
+            profile = self.session.end_profiling()
+            self._placement = parse_profile(profile) if profile else {}
+        return self._placement
+
+    def close(self) -> None:
+        if self._profile_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._profile_dir, ignore_errors=True)
+
+
+class OrtRuntime:
+    consumes = "onnx"
+
+    def __init__(self, provider: str = "CPUExecutionProvider", opt_level: str = "all") -> None:
+        self.provider = provider
+        self.opt_level = opt_level
+        suffix = "" if opt_level == "all" else f"-{opt_level}"
+        self.id = f"ort-{short_name(provider)}{suffix}"
+        level = "all graph optimisations" if opt_level == "all" else "graph optimisations disabled"
+        self.description = f"ONNX Runtime, {provider}, {level}"
+        self.required_provider = None if provider == "CPUExecutionProvider" else provider
+
+    def unavailable(self) -> str | None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            return f"onnxruntime does not import: {exc}"
+        available = ort.get_available_providers()
+        if self.provider not in available:
+            return f"onnxruntime {ort.__version__} has no {self.provider} (available: {', '.join(available)})"
+        return None
+
+    def settings(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {
+            "onnxruntime": ort.__version__,
+            "provider": self.provider,
+            "graph_optimization_level": OPT_LEVELS[self.opt_level],
+            "intra_op_num_threads": "default (physical cores)",
+        }
+
+    def open(self, artifact: Artifact | None, model: Model, weights: AnyWeights) -> OrtSession:
+        assert artifact is not None and artifact.path is not None
+        return OrtSession(str(artifact.path), self.provider, self.opt_level, profile=True)
+
+
+def discover() -> list[OrtRuntime]:
+    """ORT runtimes: CPU (two optimisation levels), CUDA, and any other compute provider installed."""
+    runtimes = [
+        OrtRuntime("CPUExecutionProvider", "all"),
+        OrtRuntime("CPUExecutionProvider", "noopt"),
+        OrtRuntime("CUDAExecutionProvider", "all"),
+    ]
+    try:
+        import onnxruntime as ort
+
+        extra = [
+            p
+            for p in ort.get_available_providers()
+            if p not in {"CPUExecutionProvider", "CUDAExecutionProvider"} | NON_COMPUTE_PROVIDERS
+        ]
+    except ImportError:
+        extra = []
+    return runtimes + [OrtRuntime(p, "all") for p in extra]
