@@ -48,6 +48,13 @@ __all__ = [
 ]
 
 KNOWN_RUNTIMES = ("reference", "ort-cpu", "ort-cpu-noopt", "ort-cuda", "torch-cpu", "torch-cuda", "onnx-reference")
+
+
+def _runtime_ids() -> list[str]:
+    """Built-in runtime ids plus plug-ins named in the environment (read without importing them)."""
+    from conformance.runtimes import extra_runtimes
+
+    return [*KNOWN_RUNTIMES, *extra_runtimes()]
 TRAINED = "trained"  # the LM weights fitted to the shipped corpus (cases/data/lm-trained.npz)
 SEQUENCE_LENS = ("full", "mixed", "with-zero")
 TOKENS = ("random", "corpus")
@@ -616,7 +623,7 @@ def _build(suite: str, case_id: str, raw: Mapping[str, Any], merged: Mapping[str
         inputs=inputs,
         export=_export(where, _table(where, merged, "export"), model),
         exporters=_ids(where, merged, "exporters", exporter_ids(), _known_exporter),
-        runtimes=_ids(where, merged, "runtimes", list(KNOWN_RUNTIMES), _known_runtime),
+        runtimes=_ids(where, merged, "runtimes", _runtime_ids(), _known_runtime),
         tolerance=_tolerance(where, merged["tolerance"], ("tolerance",)) if "tolerance" in merged else None,
         output_tolerances=_output_tolerances(where, merged.get("tolerance_outputs", {}), outputs),
         expect=tuple(
@@ -753,7 +760,7 @@ def _known_exporter(pattern: str) -> bool:
 
 
 def _known_runtime(pattern: str) -> bool:
-    return pattern.startswith("ort-") or any(fnmatch.fnmatchcase(r, pattern) for r in KNOWN_RUNTIMES)
+    return pattern.startswith("ort-") or any(fnmatch.fnmatchcase(r, pattern) for r in _runtime_ids())
 
 
 def _ids(where: _Where, merged: Mapping[str, Any], key: str, default: list[str], known: Any) -> tuple[str, ...]:
@@ -761,7 +768,7 @@ def _ids(where: _Where, merged: Mapping[str, Any], key: str, default: list[str],
     what = key.removesuffix("s")
     for value in values:
         if any(c in value for c in "*?[") or not known(value):
-            valid = exporter_ids() if key == "exporters" else list(KNOWN_RUNTIMES)
+            valid = exporter_ids() if key == "exporters" else _runtime_ids()
             close = difflib.get_close_matches(value, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             where.fail((key,), f"unknown {what} {value!r}{hint}; known: {', '.join(valid)}")
@@ -813,7 +820,7 @@ def _expectation(
         where.fail((*path, "status"), f"expected 'fail' or 'error', got {status!r}")
     checks = (
         ("exporter", _known_exporter, exporter_ids()),
-        ("runtime", _known_runtime, list(KNOWN_RUNTIMES)),
+        ("runtime", _known_runtime, _runtime_ids()),
         ("output", lambda p: any(fnmatch.fnmatchcase(o, p) for o in outputs), list(outputs)),
     )
     for key, known, valid in checks:

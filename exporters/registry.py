@@ -24,22 +24,42 @@ _EXPORTERS = {
     "torch-dynamo": "exporters.torch_onnx:TorchDynamoExporter",
 }
 CACHE_FORMAT = 1
+# Extra exporters as "id=module:Class" entries, comma-separated (plug-ins and test doubles).
+EXTRA_ENV = "CONFORMANCE_EXTRA_EXPORTERS"
 
 
 class UnknownExporterError(ValueError):
     """An exporter id that is not registered; the message lists the known ones."""
 
 
-def exporter_ids() -> list[str]:
-    return list(_EXPORTERS)
+def _registered() -> dict[str, str]:
+    exporters = dict(_EXPORTERS)
+    for entry in filter(None, os.environ.get(EXTRA_ENV, "").split(",")):
+        exporter_id, _, target = entry.strip().partition("=")
+        exporters[exporter_id] = target
+    return exporters
+
+
+def exporter_ids(*, mutants: bool = True) -> list[str]:
+    """Registered exporter ids; the selftest mutants (``mutant-*``) come last."""
+    from exporters.mutants import mutant_ids
+
+    return list(_registered()) + (mutant_ids() if mutants else [])
 
 
 def get_exporter(exporter_id: str) -> Exporter:
-    target = _EXPORTERS.get(exporter_id)
+    from exporters.mutants import MUTATIONS, PREFIX, MutantExporter
+
+    if exporter_id.startswith(PREFIX) and exporter_id.removeprefix(PREFIX) in MUTATIONS:
+        return MutantExporter(exporter_id.removeprefix(PREFIX))
+    target = _registered().get(exporter_id)
     if target is None:
-        close = difflib.get_close_matches(exporter_id, _EXPORTERS, n=1)
+        close = difflib.get_close_matches(exporter_id, exporter_ids(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UnknownExporterError(f"unknown exporter {exporter_id!r}{hint}; available: {', '.join(_EXPORTERS)}")
+        known = ", ".join(exporter_ids(mutants=False))
+        raise UnknownExporterError(
+            f"unknown exporter {exporter_id!r}{hint}; available: {known} (and the selftest mutants mutant-*)"
+        )
     module_name, class_name = target.split(":")
     exporter: Exporter = getattr(importlib.import_module(module_name), class_name)()
     return exporter

@@ -10,8 +10,17 @@ from conformance.runtimes.base import Runtime, Session
 
 __all__ = ["Runtime", "Session", "UnknownRuntimeError", "all_runtimes", "get_runtime", "runtime_ids"]
 
-# Extra runtimes as "module:Class" entries, comma-separated (plug-ins and test doubles).
+# Extra runtimes as "id=module:Class" entries, comma-separated (plug-ins and test doubles).
 EXTRA_ENV = "CONFORMANCE_EXTRA_RUNTIMES"
+
+
+def extra_runtimes() -> dict[str, str]:
+    """Plug-in runtimes named in the environment: id -> "module:Class" (nothing imported)."""
+    extra = {}
+    for entry in filter(None, os.environ.get(EXTRA_ENV, "").split(",")):
+        runtime_id, _, target = entry.strip().partition("=")
+        extra[runtime_id] = target
+    return extra
 
 
 class UnknownRuntimeError(ValueError):
@@ -27,9 +36,11 @@ def all_runtimes() -> list[Runtime]:
     runtimes: list[Runtime] = [ReferenceRuntime()]
     runtimes += discover()
     runtimes += [TorchRuntime("cpu"), TorchRuntime("cuda"), OnnxReferenceRuntime()]
-    for entry in filter(None, os.environ.get(EXTRA_ENV, "").split(",")):
-        module_name, _, class_name = entry.strip().partition(":")
-        runtimes.append(getattr(importlib.import_module(module_name), class_name)())
+    for runtime_id, target in extra_runtimes().items():
+        module_name, _, class_name = target.partition(":")
+        runtime = getattr(importlib.import_module(module_name), class_name)()
+        runtime.id = runtime_id
+        runtimes.append(runtime)
     return runtimes
 
 

@@ -24,14 +24,24 @@ def weights():
 
 class TestIds:
     def test_all_four_exporters_are_registered(self) -> None:
-        assert exporter_ids() == ["torch-module", "onnx-native", "torch-script", "torch-dynamo"]
+        assert exporter_ids(mutants=False) == ["torch-module", "onnx-native", "torch-script", "torch-dynamo"]
+
+    def test_selftest_mutants_come_after_the_real_exporters(self) -> None:
+        ids = exporter_ids()
+        assert ids[:4] == exporter_ids(mutants=False)
+        assert "mutant-gate-order" in ids and all(i.startswith("mutant-") for i in ids[4:])
+
+    def test_plugin_exporters_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CONFORMANCE_EXTRA_EXPORTERS", "native-copy=exporters.onnx_native:OnnxNativeExporter")
+        assert "native-copy" in exporter_ids(mutants=False)
+        assert get_exporter("native-copy").produces == "onnx"
 
     def test_unknown_id_lists_the_available_ones_and_suggests(self) -> None:
         with pytest.raises(UnknownExporterError) as info:
             get_exporter("torch-scrip")
         assert str(info.value) == (
             "unknown exporter 'torch-scrip' (did you mean 'torch-script'?); "
-            "available: torch-module, onnx-native, torch-script, torch-dynamo"
+            "available: torch-module, onnx-native, torch-script, torch-dynamo (and the selftest mutants mutant-*)"
         )
 
     def test_unknown_id_without_a_close_match(self) -> None:
