@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from conformance import __version__
 
@@ -45,10 +46,16 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--no-cache", action="store_true", help="export again instead of using the export cache")
 
 
+def _lazy(module: str) -> Any:
+    """A parser-adder that lives in the (light) command module itself."""
+    return lambda sub: importlib.import_module(module).add_parser(sub)
+
+
 COMMANDS = {
     "run": ("conformance.commands.run", _add_run),
     "list": ("conformance.commands.listing", _add_list),
     "export": ("conformance.commands.export", _add_export),
+    "check": ("conformance.commands.check", _lazy("conformance.commands.check")),
 }
 
 
