@@ -55,6 +55,8 @@ def _runtime_ids() -> list[str]:
     from conformance.runtimes import extra_runtimes
 
     return [*KNOWN_RUNTIMES, *extra_runtimes()]
+
+
 TRAINED = "trained"  # the LM weights fitted to the shipped corpus (cases/data/lm-trained.npz)
 SEQUENCE_LENS = ("full", "mixed", "with-zero")
 TOKENS = ("random", "corpus")
@@ -763,6 +765,13 @@ def _known_runtime(pattern: str) -> bool:
     return pattern.startswith("ort-") or any(fnmatch.fnmatchcase(r, pattern) for r in _runtime_ids())
 
 
+def _listing(key: str) -> str:
+    """Known ids for an error message; the selftest mutants are summarised, not listed."""
+    if key == "exporters":
+        return ", ".join(exporter_ids(mutants=False)) + " (and the selftest mutants mutant-*)"
+    return ", ".join(_runtime_ids())
+
+
 def _ids(where: _Where, merged: Mapping[str, Any], key: str, default: list[str], known: Any) -> tuple[str, ...]:
     values = _strings(where, merged.get(key, default), (key,))
     what = key.removesuffix("s")
@@ -771,7 +780,7 @@ def _ids(where: _Where, merged: Mapping[str, Any], key: str, default: list[str],
             valid = exporter_ids() if key == "exporters" else _runtime_ids()
             close = difflib.get_close_matches(value, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            where.fail((key,), f"unknown {what} {value!r}{hint}; known: {', '.join(valid)}")
+            where.fail((key,), f"unknown {what} {value!r}{hint}; known: {_listing(key)}")
     if len(set(values)) != len(values):
         where.fail((key,), f"{what} {next(v for v in values if values.count(v) > 1)!r} listed twice")
     return tuple(values)
@@ -819,13 +828,13 @@ def _expectation(
     if status not in STATUSES:
         where.fail((*path, "status"), f"expected 'fail' or 'error', got {status!r}")
     checks = (
-        ("exporter", _known_exporter, exporter_ids()),
-        ("runtime", _known_runtime, _runtime_ids()),
-        ("output", lambda p: any(fnmatch.fnmatchcase(o, p) for o in outputs), list(outputs)),
+        ("exporter", _known_exporter, _listing("exporters")),
+        ("runtime", _known_runtime, _listing("runtimes")),
+        ("output", lambda p: any(fnmatch.fnmatchcase(o, p) for o in outputs), ", ".join(outputs)),
     )
     for key, known, valid in checks:
         if not known(item.get(key, "*")):
-            where.fail((*path, key), f"{item[key]!r} matches no known {key}; known: {', '.join(valid)}")
+            where.fail((*path, key), f"{item[key]!r} matches no known {key}; known: {valid}")
     when = item.get("when", {})
     where.expect_type(when, dict, (*path, "when"))
     for dotted, wanted in when.items():

@@ -56,6 +56,7 @@ COMMANDS = {
     "list": ("conformance.commands.listing", _add_list),
     "export": ("conformance.commands.export", _add_export),
     "check": ("conformance.commands.check", _lazy("conformance.commands.check")),
+    "selftest": ("conformance.commands.selftest", _lazy("conformance.commands.selftest")),
 }
 
 

@@ -11,13 +11,16 @@ exact up to 2**53.
 
 How the defaults were measured
 ------------------------------
-The starting figures in ``DEFAULT_TOLERANCES`` are set from each dtype's machine epsilon, not yet from a
-measured distribution: float64 allows rtol 1e-9 (about 4.5e6 epsilons, room for a float64 runtime that sums in
-another order over long sequences), float32 rtol 1e-4 (about 840 epsilons), float16 rtol 1e-2 (about 10
-epsilons) and bfloat16 rtol 5e-2 (about 6 epsilons); atol is what is allowed near zero, where rtol allows
-nothing. The float32 figures are re-measured by benchmarks/measure_tolerances.py against the float64
-reference, and the table is then set with a margin above the greatest error measured; the headroom each report
-shows says how close a case came to its tolerance.
+float32 (atol 2e-6, rtol 2e-5): ``conformance run --suite full`` (855 lanes: every ONNX LSTM feature,
+T up to 1000, H up to 256, saturating weights) on ONNX Runtime 1.32 CPU, PyTorch 2.13 CPU and the
+ONNX reference evaluator compared 1,275 float32 outputs; ``benchmarks/measure_tolerances.py`` on that
+result file reports the worst error at 0.15 of this tolerance (max abs 9.75e-7, a saturating
+bidirectional Y_c), a 6.7x margin. The previous 1e-5/1e-4 left a 33x margin, loose enough that float16
+rounding of a language model's weights passed; at 2e-6/2e-5 ``conformance selftest`` kills it.
+Re-run the script after changing runtimes; GPU providers (TF32 in cuDNN) are not yet measured.
+float64, float16 and bfloat16 are set from machine epsilon (float64 rtol 1e-9, about 4.5e6 epsilons for a
+float64 runtime summing in another order over long sequences; float16 rtol 1e-2, about 10 epsilons;
+bfloat16 5e-2, about 6); atol is what is allowed near zero, where rtol allows nothing.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ EXACT = Tolerance(0.0, 0.0)
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "float64": Tolerance(atol=1e-10, rtol=1e-9),
-    "float32": Tolerance(atol=1e-5, rtol=1e-4),
+    "float32": Tolerance(atol=2e-6, rtol=2e-5),
     "float16": Tolerance(atol=1e-2, rtol=1e-2),
     "bfloat16": Tolerance(atol=5e-2, rtol=5e-2),
 }

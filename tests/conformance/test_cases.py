@@ -394,7 +394,7 @@ class TestValidationMessages:
             pytest.param(
                 '[[case]]\nid = "a"\nexporters = ["torch-dynmo"]\n',
                 "t.toml:7: exporters: unknown exporter 'torch-dynmo' (did you mean 'torch-dynamo'?); known: "
-                "torch-module, onnx-native, torch-script, torch-dynamo",
+                "torch-module, onnx-native, torch-script, torch-dynamo (and the selftest mutants mutant-*)",
                 id="unknown-exporter",
             ),
             pytest.param(
@@ -421,7 +421,7 @@ class TestValidationMessages:
             pytest.param(
                 '[[case]]\nid = "a"\n[[case.expect]]\nreason = "x"\nexporter = "torch-dynmo"\n',
                 "t.toml:9: expect.exporter: 'torch-dynmo' matches no known exporter; known: "
-                "torch-module, onnx-native, torch-script, torch-dynamo",
+                "torch-module, onnx-native, torch-script, torch-dynamo (and the selftest mutants mutant-*)",
                 id="expectation-exporter",
             ),
             pytest.param(

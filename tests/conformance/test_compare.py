@@ -41,14 +41,14 @@ class TestDefaultTolerances:
     def test_the_table_holds_one_entry_per_float_dtype(self) -> None:
         assert {
             "float64": Tolerance(1e-10, 1e-9),
-            "float32": Tolerance(1e-5, 1e-4),
+            "float32": Tolerance(2e-6, 2e-5),
             "float16": Tolerance(1e-2, 1e-2),
             "bfloat16": Tolerance(5e-2, 5e-2),
         } == DEFAULT_TOLERANCES
 
     @pytest.mark.parametrize("dtype", ["float32", np.float32, np.dtype("float32"), "f4"])
     def test_lookup_accepts_names_and_numpy_dtypes(self, dtype: Any) -> None:
-        assert default_tolerance(dtype) == Tolerance(atol=1e-5, rtol=1e-4)
+        assert default_tolerance(dtype) == Tolerance(atol=2e-6, rtol=2e-5)
 
     def test_bfloat16_is_looked_up_by_name(self) -> None:
         assert default_tolerance("bfloat16") == Tolerance(5e-2, 5e-2)
