@@ -23,6 +23,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; latency wants 1)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per lane before it is killed (default 300)")
     p.add_argument("--no-cache", action="store_true", help="export again instead of using the export cache")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR without redoing finished lanes")
 
 
 def _add_list(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

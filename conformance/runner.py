@@ -29,6 +29,10 @@ DEFAULT_TIMEOUT = 300.0
 
 def _worker_main(conn: Connection, use_cache: bool) -> None:
     """Worker loop: receive a lane, send back its record; exit on ``None``."""
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent stops the run, workers must not die mid-lane.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from conformance.cases import load_suite
     from conformance.lane import LaneContext, run_lane
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import sys
 import time
 from pathlib import Path
@@ -72,56 +73,117 @@ def load_cases(suites: list[str], expr: str | None) -> list[tuple[str, Case]]:
     return cases
 
 
+SETTINGS_FILE = "run.json"  # the selection a run was started with, so --resume can repeat it
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's selection: from the command line, or from the folder being resumed."""
+    keys = ("suite", "select", "runtime", "exporter")
+    if not args.resume:
+        return {key: getattr(args, key) for key in keys}
+    folder = Path(args.resume)
+    try:
+        saved = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"--resume {folder}: no {SETTINGS_FILE} there; not a conformance run folder") from None
+    # Options given again on the command line win over the saved ones.
+    return {key: getattr(args, key) or saved.get(key) for key in keys}
+
+
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from conformance import environment
-    from conformance.runner import ResultSink, run_lanes
+    from conformance.runner import ResultSink, read_jsonl, run_lanes
     from conformance.runtimes import runtime_ids
     from exporters.registry import exporter_ids
-    from reports import console as console_report
-    from reports import json_report
 
-    suites = args.suite or [DEFAULT_SUITE]
-    cases = load_cases(suites, args.select)
-    runtimes = _match_ids(args.runtime, runtime_ids(), "runtime") if args.runtime else None
-    exporters = _match_ids(args.exporter, [*exporter_ids(), NO_EXPORT], "exporter") if args.exporter else None
+    settings = _settings(args)
+    suites = settings["suite"] or [DEFAULT_SUITE]
+    cases = load_cases(suites, settings["select"])
+    runtimes = _match_ids(settings["runtime"], runtime_ids(), "runtime") if settings["runtime"] else None
+    exporters = (
+        _match_ids(settings["exporter"], [*exporter_ids(), NO_EXPORT], "exporter") if settings["exporter"] else None
+    )
     lanes = plan(cases, runtimes, exporters)
     if not lanes:
         raise ValueError("the selection leaves no lane to run (check --runtime/--exporter against `conformance list`)")
-    out = Path(args.out) if args.out else Path("conformance-results") / "-".join(Path(s).stem for s in suites)
+    if args.resume:
+        out = Path(args.resume)
+    else:
+        out = Path(args.out) if args.out else Path("conformance-results") / "-".join(Path(s).stem for s in suites)
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / "results.jsonl"
-    jsonl.unlink(missing_ok=True)
+    done: list[dict[str, Any]] = []
+    if args.resume:
+        planned = {lane.id for lane in lanes}
+        done = [r for r in read_jsonl(jsonl) if r.get("id") in planned]
+        finished = {r["id"] for r in done}
+        lanes_todo = [lane for lane in lanes if lane.id not in finished]
+    else:
+        jsonl.unlink(missing_ok=True)
+        (out / SETTINGS_FILE).write_text(json.dumps({**settings, "suite": suites}, indent=1), encoding="utf-8")
+        lanes_todo = lanes
 
     err = Console(stderr=True)
-    out_console = Console()
+    if args.resume:
+        err.print(f"resuming {out}: {len(done)} lane(s) already done, {len(lanes_todo)} to run")
     started = time.time()
     sink = ResultSink(jsonl)
+    interrupted = False
     try:
-        results = _run_with_progress(lanes, sink, args, err, run_lanes)
+        _run_with_progress(lanes_todo, sink, args, err, run_lanes)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         sink.close()
     wall = time.time() - started
+    planned_ids = {lane.id for lane in lanes}
+    results = [r for r in read_jsonl(jsonl) if r.get("id") in planned_ids]
+    return _finish(out, results, suites, settings, lanes, wall, interrupted)
 
-    env = environment.collect()
+
+def _finish(
+    out: Path,
+    results: list[dict[str, Any]],
+    suites: list[str],
+    settings: dict[str, Any],
+    lanes: list[Lane],
+    wall: float,
+    interrupted: bool,
+) -> int:
+    """Write results.json (atomically), print the summary, return the exit code."""
+    from rich.console import Console
+
+    from conformance import environment
+    from reports import console as console_report
+    from reports import json_report
+
     run_info: dict[str, Any] = {
         "suites": suites,
-        "select": args.select,
+        "select": settings["select"],
+        "runtimes": settings["runtime"],
+        "exporters": settings["exporter"],
         "lanes": len(lanes),
+        "completed": len(results),
+        "interrupted": interrupted,
         "wall_seconds": round(wall, 3),
         "argv": sys.argv[1:],
     }
-    document = json_report.payload(results, environment=env, run=run_info)
+    document = json_report.payload(results, environment=environment.collect(), run=run_info)
     json_report.write_atomic(out / "results.json", document)
-
-    out_console.print(
-        console_report.summary_table(results, title=f"{', '.join(suites)}: {len(lanes)} lanes in {wall:.1f} s")
-    )
+    console = Console()
+    title = f"{', '.join(suites)}: {len(results)}/{len(lanes)} lanes in {wall:.1f} s"
+    console.print(console_report.summary_table(results, title=title))
     for part in (console_report.expected(results), console_report.skipped(results), console_report.failures(results)):
         if part is not None:
-            out_console.print(part)
-    out_console.print(f"results: {out / 'results.json'}")
+            console.print(part)
+    console.print(f"results: {out / 'results.json'}")
+    if interrupted:
+        console.print(
+            f"interrupted: {len(results)} of {len(lanes)} lanes done; continue with: conformance run --resume {out}",
+            style="bold yellow",
+        )
+        return 130
     return 1 if any(r["status"] in FAILING for r in results) else 0
 
 
