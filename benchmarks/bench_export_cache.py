@@ -26,9 +26,9 @@ from reference.weights import generate, generate_lm
 EXPORTERS = ("onnx-native", "torch-script", "torch-dynamo")
 
 
-def _timed(fn):  # type: ignore[no-untyped-def]
+def _timed_export(*args, **kwargs):  # type: ignore[no-untyped-def]
     start = time.perf_counter()
-    result = fn()
+    result = export(*args, **kwargs)
     return time.perf_counter() - start, result
 
 
@@ -43,15 +43,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, model, weights in models:
             for exporter in EXPORTERS:
-                first, artifact = _timed(lambda: export(model, weights, exporter, cache_dir=Path(tmp) / "a"))
+                first, artifact = _timed_export(model, weights, exporter, cache_dir=Path(tmp) / "a")
                 assert artifact.ok, artifact.reason
                 # a second cold export in the same process: the exporter's steady-state cost
-                cold, _ = _timed(
-                    lambda: export(model, weights, exporter, ExportOptions(example_batch=3), cache_dir=Path(tmp) / "b")
+                cold, _ = _timed_export(
+                    model, weights, exporter, ExportOptions(example_batch=3), cache_dir=Path(tmp) / "b"
                 )
                 hits = []
                 for _ in range(args.repeats):
-                    seconds, hit = _timed(lambda: export(model, weights, exporter, cache_dir=Path(tmp) / "a"))
+                    seconds, hit = _timed_export(model, weights, exporter, cache_dir=Path(tmp) / "a")
                     assert hit.cached
                     hits.append(seconds)
                 cached = statistics.median(hits)

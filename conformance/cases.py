@@ -624,7 +624,7 @@ def _build(suite: str, case_id: str, raw: Mapping[str, Any], merged: Mapping[str
         weights=_weights(where, _table(where, merged, "weights"), model),
         inputs=inputs,
         export=_export(where, _table(where, merged, "export"), model),
-        exporters=_ids(where, merged, "exporters", exporter_ids(), _known_exporter),
+        exporters=_ids(where, merged, "exporters", exporter_ids(mutants=False), _known_exporter),
         runtimes=_ids(where, merged, "runtimes", _runtime_ids(), _known_runtime),
         tolerance=_tolerance(where, merged["tolerance"], ("tolerance",)) if "tolerance" in merged else None,
         output_tolerances=_output_tolerances(where, merged.get("tolerance_outputs", {}), outputs),
@@ -733,6 +733,15 @@ def _inputs(where: _Where, table: dict[str, Any], model: LSTMConfig | LMConfig) 
             where.fail(("inputs", "initial_states"), "language models take tokens only")
         if lens != "full":
             where.fail(("inputs", "sequence_lens"), "language models take tokens only")
+        if tokens == "corpus":
+            from conformance.corpus import VOCAB
+
+            if model.vocab_size < len(VOCAB):
+                where.fail(
+                    ("inputs", "tokens"),
+                    f"'corpus' tokens need model.vocab_size >= {len(VOCAB)} (the corpus alphabet), "
+                    f"got {model.vocab_size}",
+                )
     elif tokens != "random":
         where.fail(("inputs", "tokens"), "only language models (model.kind = 'lm') take tokens")
     for key in ("low", "high"):

@@ -24,6 +24,18 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per lane before it is killed (default 300)")
     p.add_argument("--no-cache", action="store_true", help="export again instead of using the export cache")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR without redoing finished lanes")
+    timing = p.add_mutually_exclusive_group()
+    timing.add_argument("--no-latency", action="store_true", help="check accuracy only; do not time the lanes")
+    timing.add_argument("--latency-only", action="store_true", help="time the lanes; do not check accuracy")
+    p.add_argument("--latency-budget", type=float, default=0.2, metavar="S",
+                   help="seconds of timed repetitions per lane at most (default 0.2)")  # fmt: skip
+    p.add_argument("--show-latency", action="store_true", help="print a latency table per case")
+    p.add_argument(
+        "--baseline", default="ort-cpu", metavar="RUNTIME", help="latency speed-up baseline (default ort-cpu)"
+    )
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    p.add_argument("--markdown", metavar="FILE", help="also write a Markdown report (e.g. $GITHUB_STEP_SUMMARY)")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
 
 
 def _add_list(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,6 +70,8 @@ COMMANDS = {
     "export": ("conformance.commands.export", _add_export),
     "check": ("conformance.commands.check", _lazy("conformance.commands.check")),
     "selftest": ("conformance.commands.selftest", _lazy("conformance.commands.selftest")),
+    "report": ("conformance.commands.report", _lazy("conformance.commands.report")),
+    "compare": ("conformance.commands.compare", _lazy("conformance.commands.compare")),
 }
 
 

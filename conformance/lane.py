@@ -47,11 +47,24 @@ def export_options(case: Case) -> ExportOptions:
     return ExportOptions(**case.export.option_values(case.inputs))
 
 
+@dataclass(frozen=True)
+class LatencySettings:
+    """How lanes are timed (conformance.timing.measure's knobs) and whether accuracy is checked."""
+
+    budget_s: float = 0.2
+    warmup: int = 1
+    min_samples: int = 10
+    target_rel_ci: float = 0.02
+    min_time_s: float = 0.0
+    check_accuracy: bool = True
+
+
 class LaneContext:
     """Per-worker memo of weights, case data and artifacts, so lanes of one case share them."""
 
-    def __init__(self, *, use_cache: bool = True) -> None:
+    def __init__(self, *, use_cache: bool = True, latency: LatencySettings | None = None) -> None:
         self.use_cache = use_cache
+        self.latency = latency
         self._weights: dict[str, AnyWeights] = {}
         self._data: dict[str, CaseData] = {}
         self._artifacts: dict[tuple[str, str], Artifact] = {}
@@ -153,11 +166,16 @@ def run_lane(case: Case, lane: Lane, context: LaneContext) -> dict[str, Any]:
         return _settle(case, lane, ERROR, f"{lane.runtime} could not load the model: {_one_line(exc)}", [], **extra)
     try:
         outputs = session.run(feeds)
-        placement = session.placement()
+        placement = session.placement()  # also ends ORT profiling, before any timing
+        if context.latency is not None:
+            extra["latency"] = _time(session, feeds, case, context.latency)
     except Exception as exc:
         return _settle(case, lane, ERROR, f"{lane.runtime} failed to run: {_one_line(exc)}", [], **extra)
     finally:
         session.close()
+    if context.latency is not None and not context.latency.check_accuracy:
+        extra["duration_s"] = round(time.perf_counter() - start, 4)
+        return _record(lane, SKIP, "accuracy not checked (--latency-only)", **extra)
     diffs = compare_outputs(
         outputs,
         data.expected,
@@ -180,6 +198,25 @@ def run_lane(case: Case, lane: Lane, context: LaneContext) -> dict[str, Any]:
     outcome = FAIL if messages else PASS
     message = "\n\n".join(messages) if messages else _pass_message(diffs)
     return _settle(case, lane, outcome, message, [d.name for d in failing], **extra)
+
+
+def _time(session: Any, feeds: dict[str, Any], case: Case, settings: LatencySettings) -> dict[str, Any]:
+    """Latency of the lane's own session on the lane's own inputs (after the accuracy run, never inside it)."""
+    from conformance.timing import measure
+
+    call, sync, includes = session.timed(feeds)
+    latency = measure(
+        call,
+        warmup=settings.warmup,
+        min_samples=settings.min_samples,
+        budget_s=settings.budget_s,
+        target_rel_ci=settings.target_rel_ci,
+        min_time_s=settings.min_time_s,
+        sync=sync,
+    )
+    record = latency.to_dict(tokens=case.inputs.seq_len * case.inputs.batch)
+    record["includes"] = includes
+    return record
 
 
 def _misplaced(required: str | None, placement: dict[str, str]) -> list[str]:

@@ -27,7 +27,7 @@ from conformance.lane import ERROR, TIMEOUT, Lane
 DEFAULT_TIMEOUT = 300.0
 
 
-def _worker_main(conn: Connection, use_cache: bool) -> None:
+def _worker_main(conn: Connection, use_cache: bool, latency: Any = None) -> None:
     """Worker loop: receive a lane, send back its record; exit on ``None``."""
     import signal
 
@@ -36,7 +36,7 @@ def _worker_main(conn: Connection, use_cache: bool) -> None:
     from conformance.cases import load_suite
     from conformance.lane import LaneContext, run_lane
 
-    context = LaneContext(use_cache=use_cache)
+    context = LaneContext(use_cache=use_cache, latency=latency)
     suites: dict[str, Any] = {}
     while True:
         try:
@@ -79,9 +79,9 @@ class RunProgress:
     current: list[str] = field(default_factory=list)
 
 
-def _start_worker(ctx: Any, use_cache: bool) -> _Worker:
+def _start_worker(ctx: Any, use_cache: bool, latency: Any = None) -> _Worker:
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=_worker_main, args=(child, use_cache), daemon=True)
+    process = ctx.Process(target=_worker_main, args=(child, use_cache, latency), daemon=True)
     process.start()
     child.close()
     return _Worker(process, parent)
@@ -137,14 +137,17 @@ def run_lanes(
     jobs: int = 1,
     timeout: float = DEFAULT_TIMEOUT,
     use_cache: bool = True,
+    latency: Any = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[Lane], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Execute ``lanes`` on ``jobs`` workers; return their records in completion order."""
     pending = list(lanes)
+    if not pending:
+        return []
     pending.reverse()  # pop() from the end keeps the given order
     ctx = mp.get_context("spawn")
-    workers = [_start_worker(ctx, use_cache) for _ in range(max(1, min(jobs, len(pending) or 1)))]
+    workers = [_start_worker(ctx, use_cache, latency) for _ in range(max(1, min(jobs, len(pending) or 1)))]
     results: list[dict[str, Any]] = []
 
     def finish(record: dict[str, Any]) -> None:
@@ -162,7 +165,7 @@ def run_lanes(
                         workers[i].conn.send(lane.to_dict())
                     except (BrokenPipeError, OSError):
                         _stop(workers[i], kill=True)
-                        workers[i] = _start_worker(ctx, use_cache)
+                        workers[i] = _start_worker(ctx, use_cache, latency)
                         workers[i].conn.send(lane.to_dict())
                     now = time.monotonic()
                     workers[i].lane, workers[i].started, workers[i].deadline = lane, now, now + timeout
@@ -186,7 +189,7 @@ def run_lanes(
                         code = worker.process.exitcode
                         finish(_lost(running, ERROR, f"worker process died (exit code {code}) while running this lane"))
                         _stop(worker, kill=True)
-                        workers[i] = _start_worker(ctx, use_cache)
+                        workers[i] = _start_worker(ctx, use_cache, latency)
                         continue
                     worker.lane = None
                     record.setdefault("duration_s", round(now - worker.started, 4))
@@ -194,7 +197,7 @@ def run_lanes(
                 elif now >= worker.deadline:
                     _stop(worker, kill=True)
                     finish(_lost(running, TIMEOUT, f"lane did not finish within {timeout:g} s; worker killed"))
-                    workers[i] = _start_worker(ctx, use_cache)
+                    workers[i] = _start_worker(ctx, use_cache, latency)
     finally:
         for worker in workers:
             _stop(worker, kill=worker.lane is not None)

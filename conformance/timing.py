@@ -5,9 +5,9 @@ lazy initialisation, caches), then times one call per sample with
 ``time.perf_counter_ns`` until the 95% confidence interval of the median is
 narrower than ``target_rel_ci`` of the median, the time budget ends, or
 ``max_samples`` is reached. The timed region is exactly what a bare
-``t0 = perf_counter_ns(); run(); t1 = perf_counter_ns()`` loop times (plus
-``sync()`` for device work); bookkeeping happens between samples and the
-statistics after the last one.
+``t0 = perf_counter_ns(); run(); t1 = perf_counter_ns()`` loop times (with
+``sync``, one small wrapper call: ``run(); sync()``); bookkeeping happens
+between samples and the statistics after the last one.
 
 The median's confidence interval is distribution-free: the order statistics
 whose ranks bracket n/2 with binomial probability >= 95%. Latency
@@ -39,6 +39,8 @@ _CHECK_MIN_STEP = 5  # samples between two convergence checks, at least ...
 _CHECK_GROWTH = 4  # ... and n // 4 (checks at geometric intervals keep sorting cost ~O(n log n) in all)
 _NS_PER_MS = 1_000_000
 
+Samples = Sequence[float] | NDArray[Any]  # latency samples in one unit: a list, a tuple or a NumPy array
+
 
 @lru_cache(maxsize=4096)
 def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int] | None:
@@ -52,7 +54,8 @@ def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int] |
     if n < 1 or not 0.0 < confidence < 1.0:
         raise ValueError(f"median_ci_ranks: need n >= 1 and 0 < confidence < 1, got n={n}, confidence={confidence}")
     k = np.arange(n // 2 + 1, dtype=np.float64)
-    # log P(B = k) by the recurrence P(k + 1) / P(k) = (n - k) / (k + 1); exact enough, no underflow.
+    # log P(B = k) by the recurrence P(k + 1) / P(k) = (n - k) / (k + 1): no huge binomial coefficients;
+    # far-tail terms too small for a float64 vanish, harmlessly.
     log_pmf = -n * math.log(2.0) + np.concatenate(([0.0], np.cumsum(np.log((n - k[:-1]) / (k[:-1] + 1.0)))))
     cdf = np.cumsum(np.exp(log_pmf))
     alpha = (1.0 - confidence) / 2.0
@@ -103,7 +106,12 @@ class Latency:
 
     @classmethod
     def from_samples(
-        cls, samples_ns: Sequence[int], *, converged: bool = False, budget_s: float = 0.0, warmup: int = 0
+        cls,
+        samples_ns: Sequence[int] | NDArray[np.integer[Any]],
+        *,
+        converged: bool = False,
+        budget_s: float = 0.0,
+        warmup: int = 0,
     ) -> Latency:
         """Summarise raw samples (nanoseconds); the median interval is the 95% order-statistic one."""
         if len(samples_ns) == 0:
@@ -218,6 +226,11 @@ def measure(
     - The budget is checked after each sample, so a slow callable overruns it by at most one
       call; at least one sample is always taken.
     - ``clock`` returns integer nanoseconds; tests inject a fake one.
+
+    A run that converges in a few milliseconds is a snapshot of the machine's state. Shared
+    machines change speed in episodes (1.2-1.3x slower for 20-600 ms, traced on a 2-core
+    cloud VM), which no interval from within one run can see; ``min_time_s`` spreads the
+    samples over time, and results meant for comparison across runs want 0.2 s or more.
     """
     if warmup < 0 or min_samples < 1 or max_samples < 1 or budget_s < 0 or target_rel_ci < 0 or min_time_s < 0:
         raise ValueError(
@@ -283,8 +296,8 @@ class LatencyChange:
 
 
 def compare_latency(
-    base: Sequence[float],
-    head: Sequence[float],
+    base: Samples,
+    head: Samples,
     *,
     max_slowdown: float = 1.10,
     confidence: float = 0.95,
@@ -334,7 +347,7 @@ def compare_latency(
     )
 
 
-def _positive_sorted(samples: Sequence[float], name: str) -> NDArray[np.float64]:
+def _positive_sorted(samples: Samples, name: str) -> NDArray[np.float64]:
     values = np.sort(np.asarray(samples, dtype=np.float64))
     if values.size == 0:
         raise ValueError(f"compare_latency: no {name} samples")

@@ -21,8 +21,14 @@ Array = NDArray[np.float64]
 def _sigmoid(x: Array, alpha: float, beta: float) -> Array:
     # exp(-|x|) never overflows; choosing the form by sign keeps full relative
     # precision in both tails (1 / (1 + e) for x >= 0, e / (1 + e) below).
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0.0, 1.0, e) / (1.0 + e)
+    e = np.abs(x)
+    np.negative(e, out=e)
+    with np.errstate(under="ignore"):  # exp(-|x|) underflows to 0 for |x| > 745: the right limit
+        np.exp(e, out=e)
+    out = np.where(x >= 0.0, 1.0, e)
+    e += 1.0
+    out /= e
+    return out
 
 
 def _tanh(x: Array, alpha: float, beta: float) -> Array:
@@ -62,8 +68,9 @@ def _softsign(x: Array, alpha: float, beta: float) -> Array:
 
 
 def _softplus(x: Array, alpha: float, beta: float) -> Array:
-    # log(1 + exp(x)) without overflow for large x.
-    return np.logaddexp(0.0, x)
+    # log(1 + exp(x)) without overflow for large x; exp underflow for x < -745 gives the right 0.
+    with np.errstate(under="ignore"):
+        return np.logaddexp(0.0, x)
 
 
 @dataclass(frozen=True)

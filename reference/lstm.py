@@ -173,8 +173,14 @@ def _run(
     reverse = [direction == "reverse"] if num_dir == 1 else [False, True]
 
     # Input projection of every time step at once, biases folded in: [D, T, B, 4H].
+    # One [T*B, I] @ [I, 4H] product per direction, written in place.
     bias = b[:, :four_h] + b[:, four_h:]
-    xw = np.matmul(x[None], w.transpose(0, 2, 1)[:, None]) + bias[:, None, None, :]
+    xw = np.empty((num_dir, steps, batch, four_h))
+    x2d = x.reshape(steps * batch, -1)
+    for d in range(num_dir):
+        out = xw[d].reshape(steps * batch, four_h)
+        np.matmul(x2d, w[d].T, out=out)
+        out += bias[d]
     rev_index = _time_index(steps, lengths, batch) if any(reverse) else None
     batch_index = np.arange(batch)[None, :]
     for d, rev in enumerate(reverse):
@@ -199,21 +205,26 @@ def _run(
         return np.stack([acts[d][act_index](value[d]) for d in range(num_dir)])
 
     active_all = lengths is None or bool(np.all(lengths == steps))
+    gates = np.empty((num_dir, batch, four_h))
     for t in range(steps):
-        gates = xw[:, t] + np.matmul(h, rt)
-        gi = gates[..., 0 * hidden : 1 * hidden]
-        go = gates[..., 1 * hidden : 2 * hidden]
-        gf = gates[..., 2 * hidden : 3 * hidden]
+        np.matmul(h, rt, out=gates)
+        gates += xw[:, t]
         gc = gates[..., 3 * hidden : 4 * hidden]
-        if p is not None:
-            gi = gi + p_i * c
-            gf = gf + p_f * c
-        i = apply(0, gi)
-        f = 1.0 - i if input_forget else apply(0, gf)
-        c_new = f * c + i * apply(1, gc)
-        if p is not None:
-            go = go + p_o * c_new
-        h_new = apply(0, go) * apply(2, c_new)
+        if p is None:
+            # i, o, f are adjacent in IOFC and take the same activation: one call for all three.
+            iof = apply(0, gates[..., : 3 * hidden])
+            i, o = iof[..., :hidden], iof[..., hidden : 2 * hidden]
+            f = 1.0 - i if input_forget else iof[..., 2 * hidden :]
+            c_new = apply(1, gc)
+            c_new *= i
+            c_new += f * c
+        else:
+            i = apply(0, gates[..., :hidden] + p_i * c)
+            f = 1.0 - i if input_forget else apply(0, gates[..., 2 * hidden : 3 * hidden] + p_f * c)
+            c_new = f * c + i * apply(1, gc)
+            o = apply(0, gates[..., hidden : 2 * hidden] + p_o * c_new)
+        h_new = apply(2, c_new)
+        h_new *= o
         if active_all:
             h, c = h_new, c_new
             y[:, t] = h_new

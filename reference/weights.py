@@ -88,6 +88,9 @@ class LSTMWeights:
         if not self.layers:
             raise ValueError("LSTMWeights: at least one layer is required")
         first = self.layers[0]
+        with_p = [k for k, layer in enumerate(self.layers) if layer.P is not None]
+        if with_p and len(with_p) != len(self.layers):
+            raise ValueError(f"peepholes (P) on layer(s) {with_p} only: every layer of a stack has P or none does")
         for k, layer in enumerate(self.layers):
             d, h = first.num_directions, first.hidden_size
             want_in = first.input_size if k == 0 else d * h
@@ -318,12 +321,24 @@ def load(path: str | Path) -> LSTMWeights | LMWeights:
         raise ValueError(f"{path}: not a weights file ({exc})") from None
     if "__meta__" not in arrays:
         raise ValueError(f"{path}: not an lstm-conformance weights file (no __meta__ entry)")
-    meta = json.loads(str(arrays.pop("__meta__")))
-    if meta.get("format") != "lstm-conformance-weights" or meta.get("version") != FORMAT_VERSION:
+    try:
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: corrupt weights file (__meta__ is not JSON: {exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not an lstm-conformance weights file (__meta__ is {meta!r})")
+    if (
+        meta.get("format") != "lstm-conformance-weights"
+        or meta.get("version") != FORMAT_VERSION
+        or meta.get("kind") not in ("lstm", "lm")
+    ):
         raise ValueError(f"{path}: unsupported weights format {meta}")
-    lstm_weights = _lstm_from_arrays(arrays, path)
-    if meta["kind"] == "lm":
-        return LMWeights(arrays["embedding"], lstm_weights, arrays["proj_weight"], arrays["proj_bias"])
+    try:
+        lstm_weights = _lstm_from_arrays(arrays, path)
+        if meta["kind"] == "lm":
+            return LMWeights(arrays["embedding"], lstm_weights, arrays["proj_weight"], arrays["proj_bias"])
+    except KeyError as exc:
+        raise ValueError(f"{path}: corrupt weights file (missing array {exc.args[0]!r})") from None
     return lstm_weights
 
 

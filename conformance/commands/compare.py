@@ -102,6 +102,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.text import Text
 
     from reports import json_report
 
@@ -115,13 +116,14 @@ def main(args: argparse.Namespace) -> int:
         _records(base, base_path), _records(head, head_path), max_slowdown=args.max_slowdown, confidence=args.confidence
     )
     comparison = dataclasses.replace(comparison, environment=_environment_changes(base, head))
-    console = Console()
+    console = Console(highlight=False)
     table = changes_table(comparison, title=f"{base_path} -> {head_path}")
     if table is not None:
         console.print(table)
     for line in comparison.environment:
-        console.print(f"[dim]note: the machines differ ({line}): latency compares them as well as the code[/dim]")
-    console.print(verdict(comparison, max_slowdown=args.max_slowdown), highlight=False)
+        console.print(Text(f"note: the machines differ ({line}): latency compares them as well as the code", "dim"))
+    line = verdict(comparison, max_slowdown=args.max_slowdown)
+    console.print(Text(line, "bold red" if comparison.failed else "bold green"))
     return 1 if comparison.failed else 0
 
 
@@ -242,40 +244,39 @@ def _first_line(text: str, limit: int = 100) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _cells(change: Change) -> tuple[str, str, str]:
-    """(base, head, detail) of one change."""
+def _cells(change: Change) -> tuple[str, str]:
+    """(base -> head, detail) of one change."""
     if change.latency is not None:
         lat = change.latency
         return (
-            f"{lat.base_median:.3f} ms",
-            f"{lat.head_median:.3f} ms",
-            f"x{lat.ratio:.2f} (interval {lat.ci_low:.2f}-{lat.ci_high:.2f})",
+            f"{lat.base_median:.3f} -> {lat.head_median:.3f} ms",
+            f"x{lat.ratio:.2f}, interval {lat.ci_low:.2f}-{lat.ci_high:.2f}",
         )
     if change.headroom is not None:
         room = change.headroom
-        factor = f"x{room.head / room.base:.3g}" if room.base > 0 else "from 0"
-        return (
-            f"{room.output} {room.base:.3g}",
-            f"{room.output} {room.head:.3g}",
-            f"headroom {factor} (error / allowed; 1 fails)",
-        )
-    return change.base_status or "-", change.head_status or "-", _first_line(change.message)
+        factor = f"x{room.head / room.base:.3g}" if room.base > 0 else "up from 0"
+        return f"{room.output} {room.base:.3g} -> {room.head:.3g}", f"headroom {factor} (error / allowed; 1 fails)"
+    return f"{change.base_status or '-'} -> {change.head_status or '-'}", _first_line(change.message)
 
 
 def changes_table(comparison: Comparison, *, title: str = "Changes") -> Any:
     """A rich table of every change, worst first; ``None`` when nothing changed."""
     from rich.table import Table
+    from rich.text import Text
 
     if not comparison.changes:
         return None
-    table = Table(title=title, title_justify="left")
-    for name in ("lane", "change", "base", "head", "detail"):
-        table.add_column(name, overflow="fold")
+    # Text, not str: lane ids such as "clip[forward]/..." are not rich markup.
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("lane", overflow="fold", min_width=16)
+    table.add_column("change", no_wrap=True)
+    table.add_column("base -> head", no_wrap=True)
+    table.add_column("detail", overflow="fold", min_width=16)
     for change in comparison.changes:
         style = "red" if change.kind in WORSE else "green" if change.kind in BETTER else "dim"
         if change.kind in (NEW_FAILURE, SLOWER):
             style = "bold red"
-        table.add_row(change.lane, change.kind, *_cells(change), style=style)
+        table.add_row(*(Text(cell) for cell in (change.lane, change.kind, *_cells(change))), style=style)
     return table
 
 

@@ -51,7 +51,8 @@ def plan(
             if runtime is None:
                 continue  # a provider this onnxruntime build does not know; `list` shows it
             if runtime.consumes == "weights":
-                lanes.append(Lane(suite, case.id, NO_EXPORT, runtime_id))
+                if exporters is None or NO_EXPORT in exporters:
+                    lanes.append(Lane(suite, case.id, NO_EXPORT, runtime_id))
                 continue
             for exporter_id in case.exporters:
                 if exporters is not None and exporter_id not in exporters:
@@ -97,6 +98,12 @@ def main(args: argparse.Namespace) -> int:
     from conformance.runtimes import runtime_ids
     from exporters.registry import exporter_ids
 
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs: expected at least 1, got {args.jobs}")
+    if args.latency_budget <= 0:
+        raise ValueError(f"--latency-budget: expected a positive number of seconds, got {args.latency_budget:g}")
     settings = _settings(args)
     suites = settings["suite"] or [DEFAULT_SUITE]
     cases = load_cases(suites, settings["select"])
@@ -139,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
     wall = time.time() - started
     planned_ids = {lane.id for lane in lanes}
     results = [r for r in read_jsonl(jsonl) if r.get("id") in planned_ids]
-    return _finish(out, results, suites, settings, lanes, wall, interrupted)
+    return _finish(out, results, suites, settings, lanes, wall, interrupted, args)
 
 
 def _finish(
@@ -150,6 +157,7 @@ def _finish(
     lanes: list[Lane],
     wall: float,
     interrupted: bool,
+    args: argparse.Namespace,
 ) -> int:
     """Write results.json (atomically), print the summary, return the exit code."""
     from rich.console import Console
@@ -171,13 +179,19 @@ def _finish(
     }
     document = json_report.payload(results, environment=environment.collect(), run=run_info)
     json_report.write_atomic(out / "results.json", document)
+    written = write_reports(document, junit=args.junit, markdown=args.markdown, html=args.html)
     console = Console()
     title = f"{', '.join(suites)}: {len(results)}/{len(lanes)} lanes in {wall:.1f} s"
     console.print(console_report.summary_table(results, title=title))
     for part in (console_report.expected(results), console_report.skipped(results), console_report.failures(results)):
         if part is not None:
             console.print(part)
-    console.print(f"results: {out / 'results.json'}")
+    if args.show_latency:
+        from reports.latency import latency_tables
+
+        for table in latency_tables(results, baseline=args.baseline):
+            console.print(table)
+    console.print(f"results: {out / 'results.json'}" + "".join(f", {path}" for path in written))
     if interrupted:
         console.print(
             f"interrupted: {len(results)} of {len(lanes)} lanes done; continue with: conformance run --resume {out}",
@@ -197,7 +211,12 @@ def _run_with_progress(lanes: list[Lane], sink: Any, args: argparse.Namespace, e
         TimeRemainingColumn,
     )
 
-    kwargs = {"jobs": args.jobs, "timeout": args.timeout, "use_cache": not args.no_cache}
+    from conformance.lane import LatencySettings
+
+    latency = None
+    if not args.no_latency:
+        latency = LatencySettings(budget_s=args.latency_budget, check_accuracy=not args.latency_only)
+    kwargs = {"jobs": args.jobs, "timeout": args.timeout, "use_cache": not args.no_cache, "latency": latency}
     if not err.is_terminal:
         return run_lanes(lanes, sink, **kwargs)
     with Progress(
@@ -218,3 +237,32 @@ def _run_with_progress(lanes: list[Lane], sink: Any, args: argparse.Namespace, e
             on_result=lambda record: progress.advance(task),
             **kwargs,
         )
+
+
+def write_reports(document: dict[str, Any], *, junit: str | None, markdown: str | None, html: str | None) -> list[str]:
+    """Render the optional report files (atomically); return the paths written."""
+    import os
+    import tempfile
+
+    written = []
+    for path, module, function in (
+        (junit, "reports.junit", "render_junit"),
+        (markdown, "reports.markdown", "render_markdown"),
+        (html, "reports.html", "render_html"),
+    ):
+        if not path:
+            continue
+        import importlib
+
+        text = getattr(importlib.import_module(module), function)(document)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not target.is_file():  # e.g. a pipe such as $GITHUB_STEP_SUMMARY's
+            target.write_text(text, encoding="utf-8")
+        else:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, target)
+        written.append(str(target))
+    return written

@@ -9,7 +9,7 @@ nothing hidden. Sessions that know where each node ran report it through
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,6 +23,13 @@ class Session(Protocol):
 
     def placement(self) -> dict[str, str]:
         """Node name -> where it ran, for the runs so far; empty when the backend cannot tell."""
+
+    def timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[Callable[[], object], Callable[[], None] | None, str]:
+        """One inference as a bare callable for the timer, a device sync (or None), and what it includes.
+
+        Inputs are prepared (converted, moved to the device) before timing, so the callable does
+        the least work the backend allows.
+        """
 
     def close(self) -> None: ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,10 @@ class OnnxReferenceSession:
 
     def placement(self) -> dict[str, str]:
         return {}
+
+    def timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[Callable[[], object], None, str]:
+        inputs = dict(feeds)
+        return (lambda: self._evaluator.run(None, inputs)), None, "ReferenceEvaluator.run"
 
     def close(self) -> None:
         pass

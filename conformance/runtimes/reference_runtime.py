@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,9 @@ class ReferenceSession:
 
     def placement(self) -> dict[str, str]:
         return {}
+
+    def timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[Callable[[], object], None, str]:
+        return (lambda: self.run(feeds)), None, "reference.run_stack / lm_log_probs in float64, NumPy"
 
     def close(self) -> None:
         pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,24 @@ class TorchSession:
                 torch.cuda.synchronize()
         values = result if isinstance(result, tuple) else (result,)
         return {name: value.detach().cpu().numpy() for name, value in zip(self._outputs, values, strict=True)}
+
+    def timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[Callable[[], object], Callable[[], None] | None, str]:
+        """The module's forward under inference_mode, inputs already on the device."""
+        import torch
+
+        args = [
+            torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self._device)
+            for name in self._inputs
+            if name in feeds
+        ]
+
+        def call() -> object:
+            with torch.inference_mode():
+                return self._module(*args)
+
+        if self._device.startswith("cuda"):
+            return call, torch.cuda.synchronize, "module forward, inputs on the GPU, torch.cuda.synchronize() timed"
+        return call, None, "module forward under inference_mode, CPU tensors"
 
     def placement(self) -> dict[str, str]:
         return {}
