@@ -77,19 +77,27 @@ def load_weights(path: Path, imported: ImportedModel) -> LSTMWeights | LMWeights
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     if path.suffix == ".npz":
-        return load(path)
+        weights = load(path)
+        _refuse_non_finite(path, weights.arrays())
+        return weights
+    import warnings
+
     import torch
 
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(
-            f"{path}: not loadable with torch.load(weights_only=True): {str(exc).splitlines()[0]}"
-        ) from None
+        # torch's first line advises weights_only=False (arbitrary code execution); name the actual refusal.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")
+        raise ValueError(f"{path}: refused: torch.load(weights_only=True) cannot load it safely: {reason}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict (a mapping of tensors), got {type(state).__name__}")
+    _refuse_non_finite(path, {k: v.detach().double().numpy() for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()})
     prefixes = sorted({k[: -len("weight_ih_l0")] for k in state if k.endswith("weight_ih_l0")})
     if len(prefixes) != 1:
         raise ValueError(f"{path}: expected one nn.LSTM in the checkpoint, found {len(prefixes)} ({prefixes})")
@@ -105,6 +113,16 @@ def load_weights(path: Path, imported: ImportedModel) -> LSTMWeights | LMWeights
         raise ValueError(f"{path}: no embedding [{vocab}, E] and projection [{vocab}, D*H] tensors in the checkpoint")
     proj_bias = arrays[bias[0]] if bias else np.zeros(vocab)
     return LMWeights(arrays[embedding[0]], lstm, arrays[proj[0]], proj_bias)
+
+
+def _refuse_non_finite(path: Path, arrays: dict[str, Any]) -> None:
+    """Trained weights holding NaN or Inf make every comparison meaningless: bad input, named."""
+    for name, value in arrays.items():
+        bad = ~np.isfinite(np.asarray(value, dtype=np.float64))
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{path}: tensor {name!r} contains NaN or Inf ({int(bad.sum())} value(s), first at "
+                             f"index {index}); refusing to compare")  # fmt: skip
 
 
 def diagnose_weights(found: LSTMWeights | LMWeights, trained: LSTMWeights | LMWeights) -> list[str]:
