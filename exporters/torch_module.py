@@ -92,18 +92,9 @@ def build_module(model: Model, weights: AnyWeights, *, dtype: str = "float32") -
 
 
 def _check_lm_weights(model: LMConfig, weights: LMWeights) -> None:
-    mismatch = weights.lstm.matches(model.lstm)
+    mismatch = weights.matches(model)
     if mismatch:
         raise ValueError(f"build_module: {mismatch}")
-    want = {
-        "embedding": (model.vocab_size, model.embed_size),
-        "proj_weight": (model.vocab_size, model.lstm.output_size),
-        "proj_bias": (model.vocab_size,),
-    }
-    for name, shape in want.items():
-        actual = getattr(weights, name).shape
-        if actual != shape:
-            raise ValueError(f"build_module: {name}: expected shape {list(shape)}, got {list(actual)}")
 
 
 class _Classes(NamedTuple):
