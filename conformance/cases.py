@@ -431,6 +431,7 @@ class _Where:
 
     def fail(self, path: Sequence[str], problem: str) -> NoReturn:
         key = ".".join(p for p in path if not p.isdigit())
+        key = key if key.isprintable() and key else repr(key)  # one line, whatever the file's keys hold
         raise CaseError(f"{self.layout.display}:{self.line(path)}: {key}: {problem}")
 
     def check_keys(self, table: Mapping[str, Any], valid: Sequence[str], path: tuple[str, ...]) -> None:

@@ -92,12 +92,16 @@ def load_weights(path: Path, imported: ImportedModel) -> LSTMWeights | LMWeights
         # torch's first line advises weights_only=False (arbitrary code execution); name the actual refusal.
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")
-        raise ValueError(f"{path}: refused: torch.load(weights_only=True) cannot load it safely: {reason}") from None
+        reason = reason.split(". ")[0].rstrip(".") + "."  # not the advice to allowlist globals that follows
+        raise ValueError(
+            f"{path}: refused by torch.load(weights_only=True) (not a plain state_dict): {reason}"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict (a mapping of tensors), got {type(state).__name__}")
-    _refuse_non_finite(path, {k: v.detach().double().numpy() for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()})
+    floats = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    _refuse_non_finite(path, {k: v.detach().double().numpy() for k, v in floats.items()})
     prefixes = sorted({k[: -len("weight_ih_l0")] for k in state if k.endswith("weight_ih_l0")})
     if len(prefixes) != 1:
         raise ValueError(f"{path}: expected one nn.LSTM in the checkpoint, found {len(prefixes)} ({prefixes})")
@@ -340,6 +344,9 @@ def _check_user_feeds(path: Path, iface: Interface, feeds: dict[str, np.ndarray]
         kind_ok = value.dtype.kind in "iu" if want == "an integer" else value.dtype.kind == "f"
         if not kind_ok:
             raise ValueError(f"{path}: input {name!r} has dtype {value.dtype}, the model takes {want} tensor")
+        declared = iface.input_types.get(name)
+        if declared is not None and value.dtype != declared:  # runtimes do not cast: float64 into float32 errors
+            raise ValueError(f"{path}: input {name!r} has dtype {value.dtype}, the model takes {declared}")
         if len(dims) != value.ndim or any(
             isinstance(d, int) and d != s for d, s in zip(dims, value.shape, strict=False)
         ):

@@ -33,6 +33,7 @@ class Interface:
     outputs: dict[str, str]  # graph output name -> Y | Y_h | Y_c | log_probs | probs
     input_dims: dict[str, list[int | str | None]] = field(default_factory=dict)
     output_dims: dict[str, list[int | str | None]] = field(default_factory=dict)
+    input_types: dict[str, str] = field(default_factory=dict)  # graph input name -> NumPy dtype name
 
     def input_for(self, role: str) -> str | None:
         return next((name for name, r in self.roles.items() if r == role), None)
@@ -61,6 +62,8 @@ def _attr(node: Any, name: str, default: Any) -> Any:
 
 def read_interface(model: Any) -> Interface:
     """Trace ``model``'s graph inputs forward and outputs backward to the LSTM nodes."""
+    from onnx import helper
+
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     consumers: dict[str, list[tuple[Any, int]]] = {}
@@ -80,10 +83,14 @@ def read_interface(model: Any) -> Interface:
     batch_first = False
     tokens = False
     dims = {}
+    types: dict[str, str] = {}
     for value_info in graph.input:
         if value_info.name in initializers:
             continue
         dims[value_info.name] = _dims(value_info)
+        elem_type = value_info.type.tensor_type.elem_type
+        if elem_type:
+            types[value_info.name] = helper.tensor_dtype_to_np_dtype(elem_type).name
         found = _trace_forward(value_info.name, consumers)
         if found is None:
             continue
@@ -112,7 +119,7 @@ def read_interface(model: Any) -> Interface:
             output_dims[value_info.name] = _dims(value_info)
     if not outputs:
         raise InterfaceError("no graph output comes from an LSTM node or a (Log)Softmax after it")
-    return Interface(data, tokens, batch_first, roles, outputs, dims, output_dims)
+    return Interface(data, tokens, batch_first, roles, outputs, dims, output_dims, types)
 
 
 def _trace_forward(name: str, consumers: dict[str, list[tuple[Any, int]]]) -> tuple[Any, int, dict[str, bool]] | None:

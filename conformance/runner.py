@@ -106,7 +106,14 @@ class ResultSink:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        torn = False
+        if path.exists() and path.stat().st_size:
+            with open(path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
         self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if torn:
+            self._fh.write("\n")  # a torn last line (killed mid-write) must not swallow the next record
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")

@@ -125,7 +125,10 @@ def _check_size(path: Path, tensor: Any, limit: int) -> None:
     import onnx
 
     count = int(np.prod(list(tensor.dims), dtype=np.float64)) if tensor.dims else 1
-    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 1
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 1
+    except KeyError:
+        raise ModelImportError(f"{path}: tensor {tensor.name!r} has unknown data type {tensor.data_type}") from None
     declared = count * itemsize
     if declared > limit:
         raise ModelImportError(
@@ -203,6 +206,18 @@ def _attr(node: Any, name: str, default: Any = None) -> Any:
 def import_onnx(path: str | Path, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> ImportedModel:
     """Recover config and weights from an ONNX model's LSTM initializers."""
     model = load_onnx(path, max_tensor_bytes=max_tensor_bytes)
+    try:
+        return _import(model, path)
+    except ModelImportError:
+        raise
+    except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as exc:
+        # A malformed graph (a node short of inputs, an attribute of the wrong type, tensor data that does
+        # not fill its dims) is bad input, not an importer crash: one line naming the file.
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ModelImportError(f"{path}: malformed graph ({type(exc).__name__}: {first})") from exc
+
+
+def _import(model: Any, path: str | Path) -> ImportedModel:
     graph = _Graph(model)
     nodes = [node for node in model.graph.node if node.op_type == "LSTM"]
     if not nodes:

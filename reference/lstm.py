@@ -168,7 +168,7 @@ def _run(
     input_forget: bool,
     direction: str,
 ) -> tuple[Array, Array, Array]:
-    steps, batch, _ = x.shape
+    steps, batch, input_size = x.shape
     num_dir, four_h, hidden = r.shape
     reverse = [direction == "reverse"] if num_dir == 1 else [False, True]
 
@@ -176,7 +176,7 @@ def _run(
     # One [T*B, I] @ [I, 4H] product per direction, written in place.
     bias = b[:, :four_h] + b[:, four_h:]
     xw = np.empty((num_dir, steps, batch, four_h))
-    x2d = x.reshape(steps * batch, -1)
+    x2d = x.reshape(steps * batch, input_size)  # not -1: T or B may be 0 (no step: the initial state)
     for d in range(num_dir):
         out = xw[d].reshape(steps * batch, four_h)
         np.matmul(x2d, w[d].T, out=out)
