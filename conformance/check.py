@@ -68,6 +68,11 @@ class CheckReport:
     def failed(self) -> bool:
         return bool(self.weight_findings) or any(r["status"] in (FAIL, ERROR) for r in self.results)
 
+    @property
+    def checked_nothing(self) -> bool:
+        """Every lane was skipped: a gate that ran nothing must not pass."""
+        return all(r["status"] == SKIP for r in self.results)
+
 
 # --- weights -------------------------------------------------------------------------------------
 
@@ -285,8 +290,24 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
     cases = [(f"T={t},B={b}", _feeds(imported.config, iface, t, b, rng)) for t, b in shapes]
     cases += [(f"inputs:{p.name}", _user_feeds(p, iface)) for p in options.inputs]
     report.results = _run_runtimes(model_path, imported, weights, iface, cases, options)
+    if report.weight_findings:
+        report.results.insert(0, _weights_record(model_path, report.weight_findings))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _weights_record(model_path: Path, findings: list[str]) -> dict[str, Any]:
+    """The initializer comparison as a lane of its own, so every report format shows it."""
+    return {
+        "id": f"{model_path.name}/user/weights",
+        "suite": "check",
+        "case": model_path.name,
+        "exporter": "user",
+        "runtime": "weights",
+        "status": FAIL,
+        "message": "the model's LSTM initializers differ from the trained weights (--weights):\n"
+        + "\n".join(f"- {finding}" for finding in findings),
+    }
 
 
 def _baked_sequence_length(iface: Interface) -> tuple[str, int] | None:

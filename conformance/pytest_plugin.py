@@ -127,20 +127,18 @@ class _State:
     def filters(self) -> tuple[set[str] | None, set[str] | None]:
         """Selected runtime and exporter ids (``None``: no filter); an unknown glob is a usage error."""
         if self._filters is None:
-            from conformance.commands.run import _match_ids
+            from conformance.commands.run import match_ids
             from conformance.lane import NO_EXPORT
             from conformance.runtimes import runtime_ids
             from exporters.registry import exporter_ids
 
             runtimes, exporters = (self.config.getoption(o) for o in ("conformance_runtime", "conformance_exporter"))
             try:
-                chosen_runtimes = _match_ids(runtimes, runtime_ids(), "runtime") if runtimes else None
+                chosen_runtimes = match_ids(runtimes, runtime_ids(), "runtime") if runtimes else None
             except ValueError as exc:
                 raise pytest.UsageError(f"--conformance-runtime: {exc}") from None
             try:
-                chosen_exporters = (
-                    _match_ids(exporters, [*exporter_ids(), NO_EXPORT], "exporter") if exporters else None
-                )
+                chosen_exporters = match_ids(exporters, [*exporter_ids(), NO_EXPORT], "exporter") if exporters else None
             except ValueError as exc:
                 raise pytest.UsageError(f"--conformance-exporter: {exc}") from None
             self._filters = (chosen_runtimes, chosen_exporters)

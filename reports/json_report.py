@@ -23,16 +23,31 @@ def payload(results: list[dict[str, Any]], *, environment: dict[str, Any], run: 
     }
 
 
-def write_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it into place."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place.
+
+    A reader sees the old file or the whole new one, never a part. A path that
+    exists but is not a regular file (a pipe, such as some CI summaries) is
+    written directly.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():
+        path.write_text(text, encoding="utf-8")
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(document, fh, indent=1, sort_keys=True, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, document: dict[str, Any]) -> None:
+    """Write the JSON result document atomically."""
+    write_text_atomic(path, json.dumps(document, indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -75,14 +75,19 @@ def main(args: argparse.Namespace) -> int:
                 "package.module:attr"
             ) from None
         raise
-    _print(report, check.diagnose(report), Console())
+    causes = check.diagnose(report)
+    console = Console()
+    _print(report, causes, console)
     if args.json:
         from conformance import environment
         from reports import json_report
 
-        document = json_report.payload(report.results, environment=environment.collect(),
-                                       run={"command": "check", "model": str(args.model)})  # fmt: skip
+        run = {"command": "check", "model": str(args.model), "causes": causes, "notes": report.notes}
+        document = json_report.payload(report.results, environment=environment.collect(), run=run)
         json_report.write_atomic(args.json, document)
+    if report.checked_nothing:
+        console.print("nothing was checked: every lane was skipped (see the reasons above)", style="bold red")
+        return 1
     return 1 if report.failed else 0
 
 
@@ -114,4 +119,7 @@ def _print(report: Any, causes: list[str], console: Any) -> None:
         console.print("Likely cause(s):", style="bold red")
         for cause in causes:
             console.print(f"  - {cause}")
-    console.print("FAIL" if report.failed else "PASS", style="bold red" if report.failed else "bold green")
+    if report.failed or report.checked_nothing:
+        console.print("FAIL" if report.failed else "NOTHING CHECKED", style="bold red")
+    else:
+        console.print("PASS", style="bold green")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     from reports.console import FAILING
+    from reports.json_report import write_text_atomic
 
     document = load_document(Path(args.results))
     out = Path(args.out) if getattr(args, "out", None) else None
@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        _write_atomic(out, text)
+        write_text_atomic(out, text)
         print(f"{args.format} report: {out}", file=sys.stderr)
     return 1 if any(r.get("status") in FAILING for r in document["results"]) else 0
 
@@ -115,16 +115,3 @@ def _console(document: dict[str, Any], *, width: int | None) -> str:
         if part is not None:
             console.print(part)
     return buffer.getvalue()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from conformance.lane import FAILING, NO_EXPORT, Lane
 DEFAULT_SUITE = "smoke"
 
 
-def _match_ids(patterns: list[str] | None, known: list[str], what: str) -> set[str]:
+def match_ids(patterns: list[str] | None, known: list[str], what: str) -> set[str]:
     """Ids selected by glob patterns; a pattern matching nothing is bad input."""
     if not patterns:
         return set(known)
@@ -28,7 +28,9 @@ def _match_ids(patterns: list[str] | None, known: list[str], what: str) -> set[s
 
             close = difflib.get_close_matches(pattern, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown {what} {pattern!r}{hint}; available: {', '.join(known)}")
+            shown = [k for k in known if not k.startswith("mutant-")]
+            more = " (and the selftest mutants mutant-*)" if len(shown) < len(known) else ""
+            raise ValueError(f"unknown {what} {pattern!r}{hint}; available: {', '.join(shown)}{more}")
         chosen.update(hits)
     return chosen
 
@@ -107,9 +109,9 @@ def main(args: argparse.Namespace) -> int:
     settings = _settings(args)
     suites = settings["suite"] or [DEFAULT_SUITE]
     cases = load_cases(suites, settings["select"])
-    runtimes = _match_ids(settings["runtime"], runtime_ids(), "runtime") if settings["runtime"] else None
+    runtimes = match_ids(settings["runtime"], runtime_ids(), "runtime") if settings["runtime"] else None
     exporters = (
-        _match_ids(settings["exporter"], [*exporter_ids(), NO_EXPORT], "exporter") if settings["exporter"] else None
+        match_ids(settings["exporter"], [*exporter_ids(), NO_EXPORT], "exporter") if settings["exporter"] else None
     )
     lanes = plan(cases, runtimes, exporters)
     if not lanes:
@@ -192,6 +194,9 @@ def _finish(
         for table in latency_tables(results, baseline=args.baseline):
             console.print(table)
     console.print(f"results: {out / 'results.json'}" + "".join(f", {path}" for path in written))
+    if not interrupted and results and all(r["status"] == "skip" for r in results):
+        console.print("nothing was checked: every lane was skipped (see the reasons above)", style="bold red")
+        return 1
     if interrupted:
         console.print(
             f"interrupted: {len(results)} of {len(lanes)} lanes done; continue with: conformance run --resume {out}",
@@ -241,8 +246,9 @@ def _run_with_progress(lanes: list[Lane], sink: Any, args: argparse.Namespace, e
 
 def write_reports(document: dict[str, Any], *, junit: str | None, markdown: str | None, html: str | None) -> list[str]:
     """Render the optional report files (atomically); return the paths written."""
-    import os
-    import tempfile
+    import importlib
+
+    from reports.json_report import write_text_atomic
 
     written = []
     for path, module, function in (
@@ -250,19 +256,7 @@ def write_reports(document: dict[str, Any], *, junit: str | None, markdown: str 
         (markdown, "reports.markdown", "render_markdown"),
         (html, "reports.html", "render_html"),
     ):
-        if not path:
-            continue
-        import importlib
-
-        text = getattr(importlib.import_module(module), function)(document)
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() and not target.is_file():  # e.g. a pipe such as $GITHUB_STEP_SUMMARY's
-            target.write_text(text, encoding="utf-8")
-        else:
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, target)
-        written.append(str(target))
+        if path:
+            write_text_atomic(Path(path), getattr(importlib.import_module(module), function)(document))
+            written.append(path)
     return written

@@ -218,7 +218,7 @@ class TestRunOptions:
         line = bad_input(["run", "--exporter", "onnx-nativ"], capsys)
         assert line == (
             "error: unknown exporter 'onnx-nativ' (did you mean 'onnx-native'?); "
-            f"available: {', '.join([*exporter_ids(), 'none'])}"
+            f"available: {', '.join([*exporter_ids(mutants=False), 'none'])} (and the selftest mutants mutant-*)"
         )
 
     def test_resume_of_a_folder_that_is_no_run(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

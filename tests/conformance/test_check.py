@@ -180,6 +180,49 @@ class TestBrokenExports:
         # The wrong gates also show in the outputs, at every shape.
         assert "Tensor-likes are not close!" in out
 
+    def test_weight_findings_travel_with_the_json_result(
+        self, bilstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        def bump(layer: int, slot: int, array: np.ndarray) -> np.ndarray:
+            if (layer, slot) == (1, 2):
+                array = array.copy()
+                array[0, 0, 0] += 0.5
+            return array
+
+        path = edit_initializers(bilstm / "model.onnx", tmp_path / "model.onnx", bump)
+        report = tmp_path / "check.json"
+        code, out = check([str(path), "--weights", str(bilstm / "model.pt"), "--json", str(report), *FAST], capsys)
+        assert code == 1, out
+        document = json.loads(report.read_text())
+        lane = next(r for r in document["results"] if r["runtime"] == "weights")
+        assert lane["id"] == "model.onnx/user/weights" and lane["status"] == "fail"
+        assert lane["message"].startswith("the model's LSTM initializers differ from the trained weights (--weights):")
+        assert "- layer 1 R: 1 of " in lane["message"]
+        assert document["run"]["causes"] and document["run"]["causes"][0].startswith("layer 1 R: 1 of ")
+
+
+def _cuda_provider() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+@pytest.mark.skipif(_cuda_provider(), reason="ort-cuda runs here, so its lanes are not skipped")
+class TestNothingChecked:
+    def test_run_with_every_lane_skipped_is_not_a_pass(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code = main(["run", "-k", "forward", "--runtime", "ort-cuda", "--no-latency", "--out", str(tmp_path)])
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "nothing was checked: every lane was skipped" in out
+
+    def test_every_lane_skipped_is_not_a_pass(self, bilstm: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out = check([str(bilstm / "model.onnx"), "--runtime", "ort-cuda"], capsys)
+        assert code == 1, out
+        assert "nothing was checked: every lane was skipped" in out
+        assert "NOTHING CHECKED" in out and "PASS" not in out
+
     def test_dynamo_export_bakes_the_sequence_length(self, capsys: pytest.CaptureFixture[str]) -> None:
         config = LSTMConfig(INPUT, HIDDEN)
         options = ExportOptions(example_seq_len=5, example_batch=2)
@@ -228,7 +271,7 @@ class TestJson:
         assert code == 0, out
         document = json.loads(report.read_text())
         assert document["schema_version"] == SCHEMA_VERSION
-        assert document["run"] == {"command": "check", "model": str(bilstm / "model.onnx")}
+        assert document["run"] == {"command": "check", "model": str(bilstm / "model.onnx"), "causes": [], "notes": []}
         assert document["summary"] == {"pass": 2}
         assert [r["id"] for r in document["results"]] == [
             "model.onnx[T=3,B=1]/user/ort-cpu",

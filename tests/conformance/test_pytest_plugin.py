@@ -224,7 +224,7 @@ class TestCheckFixture:
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(
             [
-                "E*AssertionError: conformance check of *mutant-gate-order.onnx: 2 of 2 lane(s) failed; likely cause*",
+                "E*AssertionError: conformance check of *mutant-gate-order.onnx: 3 of 3 lane(s) failed; likely cause*",
                 "E*- layer 0 W: gate blocks are in IFGO (PyTorch's order), not ONNX's IOFC: *",
             ]
         )
