@@ -19,16 +19,15 @@ Array = NDArray[np.float64]
 
 
 def _sigmoid(x: Array, alpha: float, beta: float) -> Array:
-    # exp(-|x|) never overflows; choosing the form by sign keeps full relative
-    # precision in both tails (1 / (1 + e) for x >= 0, e / (1 + e) below).
-    e = np.abs(x)
-    np.negative(e, out=e)
-    with np.errstate(under="ignore"):  # exp(-|x|) underflows to 0 for |x| > 745: the right limit
+    # 1 / (1 + exp(-x)) keeps full relative precision in both tails; for x < -709
+    # exp(-x) overflows to inf and the result is 0.0, the correctly rounded value
+    # (above x = 745 it underflows to 0 and the result is 1.0, likewise right).
+    with np.errstate(over="ignore", under="ignore"):
+        e = np.negative(x)
         np.exp(e, out=e)
-    out = np.where(x >= 0.0, 1.0, e)
     e += 1.0
-    out /= e
-    return out
+    np.reciprocal(e, out=e)
+    return e
 
 
 def _tanh(x: Array, alpha: float, beta: float) -> Array:

@@ -188,7 +188,7 @@ def _run(
             assert rev_index is not None
             xw[d] = xw[d][rev_index, batch_index]
 
-    rt = r.transpose(0, 2, 1)  # [D, H, 4H]
+    rt = np.ascontiguousarray(r.transpose(0, 2, 1))  # [D, H, 4H], contiguous for the per-step GEMM
     h = np.zeros((num_dir, batch, hidden)) if h0 is None else h0.copy()
     c = np.zeros((num_dir, batch, hidden)) if c0 is None else c0.copy()
     if p is not None:

@@ -53,7 +53,7 @@ class OrtSession:
         ort.set_default_logger_severity(4)  # errors come back as exceptions; keep the console clean
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # load failures come back as exceptions, not console noise
         self._provider = provider
         self._profile_dir: str | None = None
         if profile:
