@@ -25,6 +25,7 @@ import numpy as np
 from conformance.compare import Tolerance, compare_outputs, default_tolerance, format_mismatch
 from conformance.interface import Interface, read_interface
 from conformance.lane import ERROR, FAIL, PASS, SKIP
+from exporters.base import describe_error
 from exporters.importers import ImportedModel, import_onnx, load_onnx
 from reference.config import LMConfig, LSTMConfig
 from reference.models import lm_log_probs, run_stack
@@ -402,7 +403,7 @@ def _run_runtimes(
         try:
             session = runtime.open(artifact, imported.config, weights)
         except Exception as exc:
-            message = f"{runtime_id} could not load the model: {_line(exc)}"
+            message = f"{runtime_id} could not load the model: {describe_error(exc)}"
             results.append(
                 {**base, "id": f"{model_path.name}/user/{runtime_id}", "case": model_path.name, "status": ERROR,
                  "message": message}
@@ -436,7 +437,7 @@ def _one(
     try:
         actual = session.run(feeds)
     except Exception as exc:
-        return {**record, "status": ERROR, "message": f"{runtime_id} failed at {label}: {_line(exc)}"}
+        return {**record, "status": ERROR, "message": f"{runtime_id} failed at {label}: {describe_error(exc)}"}
     if "Y" in expected and "Y" in actual:
         expected = {**expected, "Y": _raw_y(expected["Y"], np.asarray(actual["Y"]), lstm, iface.batch_first)}
     tolerances = {
@@ -455,12 +456,6 @@ def _one(
         return {**record, "status": FAIL, "message": f"at {label}:\n{message}"}
     worst = max(diffs, key=lambda d: d.headroom)
     return {**record, "status": PASS, "message": f"worst headroom {worst.headroom:.3g} on {worst.name}"}
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first[:400]}"
 
 
 def diagnose(report: CheckReport) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 from conformance.cases import Case
 from conformance.compare import OutputDiff, Tolerance, compare_outputs, default_tolerance, format_mismatch
 from conformance.inputs import CaseData, build, case_weights
-from exporters.base import AnyWeights, Artifact, ExportOptions, input_names
+from exporters.base import AnyWeights, Artifact, ExportOptions, describe_error, input_names
 
 # Lane statuses.
 PASS, FAIL, XFAIL, XPASS, SKIP, ERROR, TIMEOUT = "pass", "fail", "xfail", "xpass", "skip", "error", "timeout"
@@ -163,14 +163,16 @@ def run_lane(case: Case, lane: Lane, context: LaneContext) -> dict[str, Any]:
     try:
         session = runtime.open(artifact, case.model, weights)
     except Exception as exc:
-        return _settle(case, lane, ERROR, f"{lane.runtime} could not load the model: {_one_line(exc)}", [], **extra)
+        return _settle(
+            case, lane, ERROR, f"{lane.runtime} could not load the model: {describe_error(exc)}", [], **extra
+        )
     try:
         outputs = session.run(feeds)
         placement = session.placement()  # also ends ORT profiling, before any timing
         if context.latency is not None:
             extra["latency"] = _time(session, feeds, case, context.latency)
     except Exception as exc:
-        return _settle(case, lane, ERROR, f"{lane.runtime} failed to run: {_one_line(exc)}", [], **extra)
+        return _settle(case, lane, ERROR, f"{lane.runtime} failed to run: {describe_error(exc)}", [], **extra)
     finally:
         session.close()
     if context.latency is not None and not context.latency.check_accuracy:
@@ -230,11 +232,3 @@ def _pass_message(diffs: list[OutputDiff]) -> str:
     if worst is None:
         return "no outputs compared"
     return f"worst headroom {worst.headroom:.3g} on {worst.name} (max abs {worst.max_abs:.3g})"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    if len(first) > 400:
-        first = first[:400] + "..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

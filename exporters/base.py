@@ -112,3 +112,12 @@ class Exporter(Protocol):
 
         Raise any exception on failure; the registry records it as a failed export.
         """
+
+
+def describe_error(exc: BaseException, limit: int | None = 400) -> str:
+    """``Type: first line of the message`` (cut at ``limit`` characters): how results name an exception."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if limit is not None and len(first) > limit:
+        first = first[:limit] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

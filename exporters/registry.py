@@ -14,7 +14,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from exporters.base import FAILED, NOT_APPLICABLE, OK, UNAVAILABLE, AnyWeights, Artifact, Exporter, ExportOptions, Model
+from exporters.base import (
+    FAILED,
+    NOT_APPLICABLE,
+    OK,
+    UNAVAILABLE,
+    AnyWeights,
+    Artifact,
+    Exporter,
+    ExportOptions,
+    Model,
+    describe_error,
+)
 
 # id -> "module:Class"; modules are imported only when an exporter is used.
 _EXPORTERS = {
@@ -138,7 +149,7 @@ def export(
         try:
             outcome = exporter.export(model, weights, options, Path(os.devnull))
         except Exception as exc:
-            return Artifact(exporter_id, FAILED, _one_line(exc), meta=base_meta)
+            return Artifact(exporter_id, FAILED, describe_error(exc, limit=None), meta=base_meta)
         meta = {**base_meta, "export_seconds": time.perf_counter() - start, "warnings": list(outcome.warnings)}
         return Artifact(exporter_id, OK, module=outcome.module, meta=meta)
 
@@ -157,7 +168,7 @@ def export(
         try:
             outcome = exporter.export(model, weights, options, path)
         except Exception as exc:
-            return Artifact(exporter_id, FAILED, f"export failed: {_one_line(exc)}", meta=base_meta)
+            return Artifact(exporter_id, FAILED, f"export failed: {describe_error(exc, limit=None)}", meta=base_meta)
         seconds = time.perf_counter() - start
         meta = {**base_meta, "export_seconds": seconds, "warnings": list(outcome.warnings)}
         try:
@@ -190,9 +201,3 @@ def _read_cache(entry: Path, exporter_id: str) -> Artifact | None:
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
