@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from conformance.check import DEFAULT_BATCHES, DEFAULT_RUNTIMES, DEFAULT_SEQ_LENS
 from conformance.compare import Tolerance, compare_outputs, default_tolerance, format_mismatch
-from conformance.lane import ERROR, FAIL, PASS, SKIP
+from conformance.lane import ERROR, FAIL, NOTHING_CHECKED, PASS, SKIP, nothing_checked
+from exporters.base import describe_error
 
 
 def load_module(spec: str) -> Any:
@@ -70,7 +72,6 @@ def _inputs(model: Any, steps: int, batch: int, rng: np.random.Generator) -> dic
 
 
 def run_against_torch(args: argparse.Namespace) -> int:
-    import torch
     from rich.console import Console
 
     from conformance.runtimes import get_runtime
@@ -82,10 +83,10 @@ def run_against_torch(args: argparse.Namespace) -> int:
     model = load_onnx(args.model)
     tolerance = Tolerance(args.atol, args.rtol) if args.atol is not None else default_tolerance("float32")
     rng = np.random.default_rng(0)
-    shapes = [(t, b) for t in (args.seq_lens or (1, 7, 16)) for b in (args.batches or (1, 3))]
+    shapes = [(t, b) for t in (args.seq_lens or DEFAULT_SEQ_LENS) for b in (args.batches or DEFAULT_BATCHES)]
     cases = [(f"T={t},B={b}", _inputs(model, t, b, rng)) for t, b in shapes]
     results = []
-    for runtime_id in args.runtime or ("ort-cpu", "ort-cpu-noopt", "ort-cuda"):
+    for runtime_id in args.runtime or [r for r in DEFAULT_RUNTIMES if r != "onnx-reference"]:
         runtime = get_runtime(runtime_id)
         base = {"suite": "check", "exporter": "user", "runtime": runtime_id}
         reason = runtime.unavailable()
@@ -94,35 +95,52 @@ def run_against_torch(args: argparse.Namespace) -> int:
                             "status": SKIP, "message": reason})  # fmt: skip
             continue
         session = runtime.open(Artifact("user", OK, path=Path(args.model)), None, None)  # type: ignore[arg-type]
-        for label, feeds in cases:
-            case = f"{args.model.name}[{label}]"
-            record: dict[str, Any] = {**base, "id": f"{case}/torch/{runtime_id}", "case": case}
-            try:
-                actual = session.run(feeds)
-            except Exception as exc:
-                results.append({**record, "status": ERROR, "message": f"{runtime_id} failed at {label}: {exc}"})
-                continue
-            with torch.inference_mode():
-                out = module(*[torch.from_numpy(v) for v in feeds.values()])
-            flat = _flatten(out)
-            names = list(actual)
-            expected = {n: v.detach().double().numpy() for n, v in zip(names, flat, strict=False)}
-            diffs = compare_outputs(actual, expected, tolerance, time_axes=dict.fromkeys(expected))
-            failing = [d for d in diffs if not d.passed]
-            status = FAIL if failing else PASS
-            message = "\n\n".join(format_mismatch(d) for d in failing) or "matches the PyTorch module"
-            results.append(
-                {**record, "status": status, "message": message, "outputs": {d.name: d.to_dict() for d in diffs}}
-            )
-        session.close()
+        try:
+            results += [
+                _one(session, module, runtime_id, label, feeds, tolerance, base, args) for label, feeds in cases
+            ]
+        finally:
+            session.close()
     console = Console()
     console.print(console_report.summary_table(results, title=f"check against {args.against_torch}"))
     part = console_report.failures(results)
     if part is not None:
         console.print(part)
     failed = any(r["status"] in (FAIL, ERROR) for r in results)
+    if not failed and nothing_checked(results):
+        console.print(NOTHING_CHECKED, style="bold red")
+        return 1
     console.print("FAIL" if failed else "PASS", style="bold red" if failed else "bold green")
     return 1 if failed else 0
+
+
+def _one(
+    session: Any,
+    module: Any,
+    runtime_id: str,
+    label: str,
+    feeds: dict[str, np.ndarray],
+    tolerance: Tolerance,
+    base: dict[str, str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One shape on one runtime: the ONNX outputs against the module's, matched by position."""
+    import torch
+
+    case = f"{args.model.name}[{label}]"
+    record: dict[str, Any] = {**base, "id": f"{case}/torch/{runtime_id}", "case": case}
+    try:
+        actual = session.run(feeds)
+    except Exception as exc:
+        return {**record, "status": ERROR, "message": f"{runtime_id} failed at {label}: {describe_error(exc)}"}
+    with torch.inference_mode():
+        out = module(*[torch.from_numpy(v) for v in feeds.values()])
+    expected = {n: v.detach().double().numpy() for n, v in zip(actual, _flatten(out), strict=False)}
+    diffs = compare_outputs(actual, expected, tolerance, time_axes=dict.fromkeys(expected))
+    failing = [d for d in diffs if not d.passed]
+    message = "\n\n".join(format_mismatch(d) for d in failing) or "matches the PyTorch module"
+    outputs = {d.name: d.to_dict() for d in diffs}
+    return {**record, "status": FAIL if failing else PASS, "message": message, "outputs": outputs}
 
 
 def _flatten(value: Any) -> list[Any]:

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from conformance.compare import Tolerance, compare_outputs, default_tolerance, format_mismatch
-from conformance.interface import Interface, read_interface
-from conformance.lane import ERROR, FAIL, PASS, SKIP
+from conformance.interface import Interface, InterfaceError, read_interface
+from conformance.lane import ERROR, FAIL, PASS, SKIP, nothing_checked, placement_problem
 from exporters.base import describe_error
 from exporters.importers import ImportedModel, import_onnx, load_onnx
+from reference.activations import lookup
 from reference.config import LMConfig, LSTMConfig
 from reference.models import lm_log_probs, run_stack
 from reference.weights import (
@@ -72,7 +73,7 @@ class CheckReport:
     @property
     def checked_nothing(self) -> bool:
         """Every lane was skipped: a gate that ran nothing must not pass."""
-        return all(r["status"] == SKIP for r in self.results)
+        return nothing_checked(self.results)
 
 
 # --- weights -------------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def load_weights(path: Path, imported: ImportedModel) -> LSTMWeights | LMWeights
     if path.suffix == ".npz":
         weights = load(path)
         _refuse_non_finite(path, weights.arrays())
-        return weights
+        return _same_kind(path, weights, imported)
     import warnings
 
     import torch
@@ -116,13 +117,33 @@ def load_weights(path: Path, imported: ImportedModel) -> LSTMWeights | LMWeights
         return lstm
     vocab = imported.weights.embedding.shape[0]
     arrays = {k: v.detach().double().numpy() for k, v in state.items() if hasattr(v, "detach")}
-    embedding = [k for k, v in arrays.items() if v.ndim == 2 and v.shape == imported.weights.embedding.shape]
-    proj = [k for k, v in arrays.items() if v.ndim == 2 and v.shape == imported.weights.proj_weight.shape]
-    bias = [k.replace("weight", "bias") for k in proj if k.replace("weight", "bias") in arrays]
-    if not embedding or not proj:
-        raise ValueError(f"{path}: no embedding [{vocab}, E] and projection [{vocab}, D*H] tensors in the checkpoint")
-    proj_bias = arrays[bias[0]] if bias else np.zeros(vocab)
-    return LMWeights(arrays[embedding[0]], lstm, arrays[proj[0]], proj_bias)
+    # The projection is a [V, D*H] weight with a [V] bias beside it; the embedding is a [V, E] table
+    # without one. When E == D*H the shapes alone cannot tell them apart; the bias can.
+    proj = [
+        k for k, v in arrays.items()
+        if v.shape == imported.weights.proj_weight.shape and arrays.get(_bias_key(k), np.empty(0)).shape == (vocab,)
+    ]  # fmt: skip
+    embedding = [k for k, v in arrays.items() if v.shape == imported.weights.embedding.shape and k not in proj]
+    if len(proj) != 1 or len(embedding) != 1:
+        raise ValueError(
+            f"{path}: cannot tell the embedding [{vocab}, E] and the projection [{vocab}, D*H] (with a [{vocab}] bias) "
+            f"apart in the checkpoint (candidates: embedding {embedding}, projection {proj}); "
+            "save the weights with reference.weights.save and pass the .npz"
+        )
+    return LMWeights(arrays[embedding[0]], lstm, arrays[proj[0]], arrays[_bias_key(proj[0])])
+
+
+def _bias_key(weight_key: str) -> str:
+    return weight_key[: -len("weight")] + "bias" if weight_key.endswith("weight") else weight_key + ".bias"
+
+
+def _same_kind(path: Path, weights: LSTMWeights | LMWeights, imported: ImportedModel) -> LSTMWeights | LMWeights:
+    kinds = {LSTMWeights: "an LSTM stack", LMWeights: "a language model"}
+    if type(weights) is not type(imported.weights):
+        raise ValueError(
+            f"{path}: holds the weights of {kinds[type(weights)]}, but the model is {kinds[type(imported.weights)]}"
+        )
+    return weights
 
 
 def _refuse_non_finite(path: Path, arrays: dict[str, Any]) -> None:
@@ -203,6 +224,14 @@ def _explain(name: str, found: np.ndarray, trained: np.ndarray) -> str:
 def _feeds(
     config: LSTMConfig | LMConfig, iface: Interface, steps: int, batch: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
+    """Random inputs for every mapped graph input, in the dtypes the graph declares."""
+    feeds = _random_feeds(config, iface, steps, batch, rng)
+    return {name: value.astype(iface.input_types.get(name, value.dtype), copy=False) for name, value in feeds.items()}
+
+
+def _random_feeds(
+    config: LSTMConfig | LMConfig, iface: Interface, steps: int, batch: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
     lstm = config.lstm if isinstance(config, LMConfig) else config
     for name, role in iface.roles.items():
@@ -219,6 +248,8 @@ def _feeds(
         elif role == "sequence_lens":
             lens = rng.integers(1, steps + 1, size=batch)
             lens[0] = steps
+            if batch > 1 and steps > 1:
+                lens[-1] = rng.integers(1, steps)  # at least one padded sequence
             feeds[name] = lens.astype(np.int32)
     return feeds
 
@@ -265,8 +296,10 @@ def _raw_y(expected: np.ndarray, actual: np.ndarray, config: LSTMConfig, batch_f
 def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
     """Everything ``conformance check`` does, as data."""
     start = time.perf_counter()
+    _onnx_runtimes_only(options.runtimes)
     imported = import_onnx(model_path)
     iface = read_interface(load_onnx(model_path))
+    _pattern_matches(model_path, imported, iface)
     report = CheckReport(model_path, imported.config, iface)
     weights = imported.weights
     if options.weights is not None:
@@ -309,6 +342,51 @@ def _weights_record(model_path: Path, findings: list[str]) -> dict[str, Any]:
         "message": "the model's LSTM initializers differ from the trained weights (--weights):\n"
         + "\n".join(f"- {finding}" for finding in findings),
     }
+
+
+def _onnx_runtimes_only(runtime_ids: Sequence[str]) -> None:
+    from conformance.runtimes import all_runtimes, get_runtime
+
+    for runtime_id in runtime_ids:
+        if get_runtime(runtime_id).consumes != "onnx":
+            onnx_ids = [r.id for r in all_runtimes() if r.consumes == "onnx"]
+            raise ValueError(
+                f"--runtime {runtime_id}: it does not run ONNX files; check runs on: {', '.join(onnx_ids)}"
+            )
+
+
+def _pattern_matches(model_path: Path, imported: ImportedModel, iface: Interface) -> None:
+    """The traced outputs must fit what the importer recognised (stack vs language model)."""
+    lm = isinstance(imported.config, LMConfig)
+    softmax = [name for name, role in iface.outputs.items() if role in ("log_probs", "probs")]
+    if softmax and not lm:
+        raise InterfaceError(
+            f"output {softmax[0]!r} is a (Log)Softmax after the LSTMs, but no embedding Gather feeds them: "
+            "neither a bare LSTM stack nor the language-model pattern"
+        )
+    if lm and iface.tokens is False:
+        raise InterfaceError("an embedding feeds the LSTMs but no graph input holds the token ids")
+
+
+def _blind_spot(runtime_id: str, config: LSTMConfig, iface: Interface) -> str | None:
+    """Why onnx.reference cannot judge this model: it ignores these LSTM features (reference/SEMANTICS.md)."""
+    if runtime_id != "onnx-reference":
+        return None
+    ignored = []
+    if "sequence_lens" in iface.roles.values():
+        ignored.append("sequence_lens")
+    if config.clip is not None:
+        ignored.append("clip")
+    if config.input_forget:
+        ignored.append("input_forget")
+    defaults = ["Sigmoid", "Tanh", "Tanh"] * config.num_directions
+    if config.activations is not None and [lookup(a).name for a in config.activations] != defaults:
+        ignored.append("activations")
+    if config.activation_alpha or config.activation_beta:
+        ignored.append("activation_alpha/beta")
+    if not ignored:
+        return None
+    return f"onnx.reference's LSTM ignores {', '.join(ignored)}, which this model uses (reference/SEMANTICS.md)"
 
 
 def _baked_sequence_length(iface: Interface) -> tuple[str, int] | None:
@@ -394,7 +472,7 @@ def _run_runtimes(
     results = []
     for runtime_id in options.runtimes:
         runtime = get_runtime(runtime_id)
-        reason = runtime.unavailable()
+        reason = runtime.unavailable() or _blind_spot(runtime_id, lstm, iface)
         base = {"suite": "check", "exporter": "user", "runtime": runtime_id}
         if reason:
             results.append({**base, "id": f"{model_path.name}/user/{runtime_id}", "case": model_path.name,
@@ -410,12 +488,16 @@ def _run_runtimes(
             )  # fmt: skip
             continue
         try:
-            for label, feeds in cases:
-                results.append(
-                    _one(session, runtime_id, label, feeds, expected[label], lstm, iface, options, base, model_path)
-                )
+            lanes = [
+                _one(session, runtime_id, label, feeds, expected[label], lstm, iface, options, base, model_path)
+                for label, feeds in cases
+            ]
+            problem = placement_problem(runtime_id, runtime.required_provider, session.placement())
         finally:
             session.close()
+        if problem:  # the LSTM ran on another provider: none of these lanes is a result of this runtime
+            lanes = [{**r, "status": FAIL, "message": f"{problem}\n\n{r['message']}"} for r in lanes]
+        results += lanes
     return results
 
 
@@ -447,7 +529,9 @@ def _one(
         n: (1 if iface.batch_first else 0) if r in ("Y", "log_probs", "probs") else None
         for n, r in iface.outputs.items()
     }
-    diffs = compare_outputs(actual, expected, tolerances, time_axes=axes)
+    diffs = compare_outputs(
+        actual, expected, tolerances, time_axes=axes, padding_masks=_padding(iface, feeds, expected)
+    )
     failing = [d for d in diffs if not d.passed]
     record["outputs"] = {d.name: d.to_dict() for d in diffs}
     record["duration_s"] = round(time.perf_counter() - start, 4)
@@ -458,22 +542,52 @@ def _one(
     return {**record, "status": PASS, "message": f"worst headroom {worst.headroom:.3g} on {worst.name}"}
 
 
+def _padding(iface: Interface, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Where Y must be exactly zero: time steps past each sequence's length."""
+    lens_input = iface.input_for("sequence_lens")
+    if lens_input is None or lens_input not in feeds:
+        return {}
+    lens = np.asarray(feeds[lens_input], dtype=np.int64)
+    masks = {}
+    for name, role in iface.outputs.items():
+        if role != "Y" or name not in expected:
+            continue
+        value = expected[name]
+        t_axis = 1 if iface.batch_first else 0
+        b_axis = 0 if iface.batch_first else (2 if value.ndim == 4 else 1)
+        steps = value.shape[t_axis]
+        padded = np.arange(steps)[:, None] >= lens[None, :]  # [T, B]
+        shape = [1] * value.ndim
+        shape[t_axis], shape[b_axis] = steps, len(lens)
+        masks[name] = (padded.T if t_axis > b_axis else padded).reshape(shape)
+    return masks
+
+
 def diagnose(report: CheckReport) -> list[str]:
-    """Causes worth naming, read off the weights and the pattern of failures across shapes."""
+    """Causes worth naming, read off the weights and the pattern of failures across shapes.
+
+    A baked sequence length is blamed only when every runtime that ran fails at
+    the same lengths and passes at the others.
+    """
     causes = list(report.weight_findings)
-    passed_at: dict[int, bool] = {}
+    per_runtime: dict[str, dict[int, bool]] = {}
     for record in report.results:
         case = record["case"]
         if "[T=" not in case or record["status"] == SKIP:
             continue
         steps = int(case.split("[T=", 1)[1].split(",")[0])
+        passed_at = per_runtime.setdefault(record["runtime"], {})
         passed_at[steps] = passed_at.get(steps, True) and record["status"] == PASS
-    good = sorted(t for t, ok in passed_at.items() if ok)
-    bad = sorted(t for t, ok in passed_at.items() if not ok)
-    if good and bad:
-        causes.append(
-            f"fails at sequence length(s) {', '.join(map(str, bad))} but passes at {', '.join(map(str, good))}: "
-            "the export likely baked its example sequence length into the graph (a known torch.onnx dynamo "
-            "exporter bug: a Reshape to the example length)"
-        )
+    patterns = {
+        (tuple(sorted(t for t, ok in p.items() if ok)), tuple(sorted(t for t, ok in p.items() if not ok)))
+        for p in per_runtime.values()
+    }
+    if len(patterns) == 1:
+        good, bad = next(iter(patterns))
+        if good and bad:
+            causes.append(
+                f"fails at sequence length(s) {', '.join(map(str, bad))} but passes at {', '.join(map(str, good))} "
+                "on every runtime: the export likely baked its example sequence length into the graph (a known "
+                "torch.onnx dynamo exporter bug: a Reshape to the example length)"
+            )
     return causes

@@ -190,12 +190,9 @@ def run_lane(case: Case, lane: Lane, context: LaneContext) -> dict[str, Any]:
         extra["placement"] = placement
     failing = [d for d in diffs if not d.passed]
     messages = [format_mismatch(d) for d in failing]
-    misplaced = _misplaced(runtime.required_provider, placement)
-    if misplaced:
-        messages.append(
-            f"LSTM node(s) {', '.join(misplaced)} ran on {', '.join(sorted({placement[n] for n in misplaced}))}, "
-            f"not {runtime.required_provider}: not a {lane.runtime} result"
-        )
+    problem = placement_problem(lane.runtime, runtime.required_provider, placement)
+    if problem:
+        messages.append(problem)
     extra["duration_s"] = round(time.perf_counter() - start, 4)
     outcome = FAIL if messages else PASS
     message = "\n\n".join(messages) if messages else _pass_message(diffs)
@@ -221,10 +218,42 @@ def _time(session: Any, feeds: dict[str, Any], case: Case, settings: LatencySett
     return record
 
 
-def _misplaced(required: str | None, placement: dict[str, str]) -> list[str]:
+def misplaced_lstm_nodes(required: str | None, placement: dict[str, str]) -> list[str]:
+    """LSTM nodes that ran somewhere other than the provider the lane is about."""
     if required is None:
         return []
     return sorted(node for node, provider in placement.items() if node.endswith("(LSTM)") and provider != required)
+
+
+def placement_problem(runtime_id: str, required: str | None, placement: dict[str, str]) -> str | None:
+    """The message that fails a lane whose LSTM ran on another provider, or ``None``."""
+    misplaced = misplaced_lstm_nodes(required, placement)
+    if not misplaced:
+        return None
+    providers = ", ".join(sorted({placement[n] for n in misplaced}))
+    return f"LSTM node(s) {', '.join(misplaced)} ran on {providers}, not {required}: not a {runtime_id} result"
+
+
+def nothing_checked(results: list[dict[str, Any]]) -> bool:
+    """Every lane was skipped: a gate that ran nothing must not pass."""
+    return all(r["status"] == SKIP for r in results)
+
+
+NOTHING_CHECKED = "nothing was checked: every lane was skipped (see the reasons above)"
+EXIT_INTERRUPTED = 130
+
+
+def exit_code(results: list[dict[str, Any]], *, interrupted: bool = False, latency_only: bool = False) -> int:
+    """The exit rule of ``run`` (and of ``report`` on a saved run).
+
+    130 when interrupted; 1 when a lane failed, or when every lane was skipped
+    (``--latency-only`` lanes skip accuracy by design and are exempt); else 0.
+    """
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if any(r["status"] in FAILING for r in results):
+        return 1
+    return 1 if results and not latency_only and nothing_checked(results) else 0
 
 
 def _pass_message(diffs: list[OutputDiff]) -> str:

@@ -14,6 +14,8 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -25,6 +27,7 @@ from typing import Any
 from conformance.lane import ERROR, TIMEOUT, Lane
 
 DEFAULT_TIMEOUT = 300.0
+SCRATCH_ENV = "CONFORMANCE_SCRATCH"  # a folder the run owns; runtimes put temporary files there
 
 
 def _worker_main(conn: Connection, use_cache: bool, latency: Any = None) -> None:
@@ -153,6 +156,10 @@ def run_lanes(
     if not pending:
         return []
     pending.reverse()  # pop() from the end keeps the given order
+    # Scratch space for the workers (ORT profiles); removed at the end even when a worker was killed.
+    scratch = tempfile.mkdtemp(prefix="conformance-run-")
+    previous_scratch = os.environ.get(SCRATCH_ENV)
+    os.environ[SCRATCH_ENV] = scratch  # spawned workers inherit it
     ctx = mp.get_context("spawn")
     workers = [_start_worker(ctx, use_cache, latency) for _ in range(max(1, min(jobs, len(pending) or 1)))]
     results: list[dict[str, Any]] = []
@@ -208,6 +215,11 @@ def run_lanes(
     finally:
         for worker in workers:
             _stop(worker, kill=worker.lane is not None)
+        if previous_scratch is None:
+            os.environ.pop(SCRATCH_ENV, None)
+        else:
+            os.environ[SCRATCH_ENV] = previous_scratch
+        shutil.rmtree(scratch, ignore_errors=True)
     return results
 
 

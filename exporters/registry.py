@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib
 import json
@@ -82,10 +83,23 @@ def cache_root() -> Path:
     return Path(base) / "lstm-conformance"
 
 
+@functools.cache
+def code_digest() -> str:
+    """Digest of the code that writes exports (exporters/ and reference/), so an edit invalidates the cache."""
+    digest = hashlib.sha256()
+    for package in ("exporters", "reference"):
+        root = Path(importlib.import_module(package).__file__ or "").parent
+        for source in sorted(root.glob("*.py")):
+            digest.update(source.name.encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(exporter: Exporter, model: Model, weights: AnyWeights, options: ExportOptions) -> str:
-    """Content address of an export: weights digest + config + exporter id, versions and options."""
+    """Content address of an export: weights digest + config + exporter id, versions, options and code."""
     payload = {
         "format": CACHE_FORMAT,
+        "code": code_digest(),
         "exporter": exporter.id,
         "versions": exporter.versions(),
         "model": {"kind": type(model).__name__, **model.to_dict()},

@@ -14,9 +14,11 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conformance.timing import Latency, LatencyChange, compare_latency
+if TYPE_CHECKING:  # numpy-backed; imported where used so `conformance --help` stays light
+    from conformance.timing import LatencyChange
+
 
 PASSING = frozenset({"pass", "xfail", "skip"})  # a lane that moves from these to FAILING is a new failure
 FAILING = frozenset({"fail", "error", "timeout", "xpass"})
@@ -25,10 +27,11 @@ HEADROOM_FACTOR = 2.0  # flag an output whose headroom (error / allowed) more th
 HEADROOM_FLOOR = 0.1  # ... and now uses more than 10% of its tolerance
 ENVIRONMENT_KEYS = ("cpu", "cpu_count", "gpus")
 
-# Change kinds, in the order the table lists them; the first two fail the comparison.
-NEW_FAILURE, SLOWER, HEADROOM, STATUS, ONLY_BASE, ONLY_HEAD, FIXED, FASTER = (
+# Change kinds, in the order the table lists them; the first three fail the comparison.
+NEW_FAILURE, SLOWER, LOST, HEADROOM, STATUS, ONLY_BASE, ONLY_HEAD, FIXED, FASTER = (
     "new failure",
     "slower",
+    "no longer checked",
     "headroom",
     "status",
     "only in base",
@@ -36,8 +39,9 @@ NEW_FAILURE, SLOWER, HEADROOM, STATUS, ONLY_BASE, ONLY_HEAD, FIXED, FASTER = (
     "fixed",
     "faster",
 )
-ORDER = (NEW_FAILURE, SLOWER, HEADROOM, STATUS, ONLY_BASE, ONLY_HEAD, FIXED, FASTER)
-WORSE, BETTER = frozenset({NEW_FAILURE, SLOWER, HEADROOM}), frozenset({FIXED, FASTER})
+ORDER = (NEW_FAILURE, SLOWER, LOST, HEADROOM, STATUS, ONLY_BASE, ONLY_HEAD, FIXED, FASTER)
+FAILS = (NEW_FAILURE, SLOWER, LOST)  # a lane that passed in BASE and is skipped or gone in HEAD lost its check
+WORSE, BETTER = frozenset({*FAILS, HEADROOM}), frozenset({FIXED, FASTER})
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class Comparison:
 
     @property
     def failed(self) -> bool:
-        return any(c.kind in (NEW_FAILURE, SLOWER) for c in self.changes)
+        return any(c.kind in FAILS for c in self.changes)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -142,6 +146,8 @@ def _records(document: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path}: lane {record['id']} appears twice")
         latency = record.get("latency")
         if latency is not None:
+            from conformance.timing import Latency
+
             try:
                 if not isinstance(latency, dict):
                     raise ValueError("latency record: not an object")
@@ -160,6 +166,8 @@ def compare_runs(
     confidence: float = 0.95,
 ) -> Comparison:
     """Every change between two runs' records (lane id -> record), in table order."""
+    from conformance.timing import Latency, compare_latency
+
     changes: list[Change] = []
     both = sorted(base.keys() & head.keys())
     timed = 0
@@ -179,7 +187,8 @@ def compare_runs(
             if change.regression or change.improvement:
                 changes.append(Change(lane, SLOWER if change.regression else FASTER, latency=change))
     for lane in sorted(base.keys() - head.keys()):
-        changes.append(Change(lane, ONLY_BASE, base_status=base[lane]["status"]))
+        status = base[lane]["status"]
+        changes.append(Change(lane, LOST if status in FIXED_TO else ONLY_BASE, base_status=status))
     for lane in sorted(head.keys() - base.keys()):
         status = head[lane]["status"]
         kind = NEW_FAILURE if status in FAILING else ONLY_HEAD  # a new lane that fails is a new failure
@@ -197,6 +206,8 @@ def _status_changes(lane: str, base: dict[str, Any], head: dict[str, Any]) -> li
         kind = NEW_FAILURE
     elif before in FAILING and after in FIXED_TO:
         kind = FIXED
+    elif before in FIXED_TO and after == "skip":
+        kind = LOST
     else:
         kind = STATUS
     return [Change(lane, kind, before, after, message=head.get("message", ""))]
@@ -274,7 +285,7 @@ def changes_table(comparison: Comparison, *, title: str = "Changes") -> Any:
     table.add_column("detail", overflow="fold", min_width=16)
     for change in comparison.changes:
         style = "red" if change.kind in WORSE else "green" if change.kind in BETTER else "dim"
-        if change.kind in (NEW_FAILURE, SLOWER):
+        if change.kind in FAILS:
             style = "bold red"
         table.add_row(*(Text(cell) for cell in (change.lane, change.kind, *_cells(change))), style=style)
     return table

@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "report",
         help="render a result file (results.json) as console text, JSON, JUnit XML, Markdown or HTML",
         description="Render the results.json of a `conformance run` in another format. Exit code 1 when the "
-        "file holds a failing lane (fail, xpass, error, timeout), as `run` would have returned.",
+        "file holds a failing lane (fail, xpass, error, timeout) or only skipped lanes, 130 for an interrupted run: "
+        "what `run` returned.",
     )
     p.add_argument("results", metavar="RESULTS.json", help="the results.json a run wrote")
     p.add_argument("--format", choices=FORMATS, default="console", help="output format (default console)")
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
-    from reports.console import FAILING
+    from conformance.lane import exit_code
     from reports.json_report import write_text_atomic
 
     document = load_document(Path(args.results))
@@ -37,7 +38,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         write_text_atomic(out, text)
         print(f"{args.format} report: {out}", file=sys.stderr)
-    return 1 if any(r.get("status") in FAILING for r in document["results"]) else 0
+    run = document.get("run") or {}
+    return exit_code(
+        document["results"], interrupted=bool(run.get("interrupted")), latency_only=bool(run.get("latency_only"))
+    )
 
 
 def load_document(path: Path) -> dict[str, Any]:

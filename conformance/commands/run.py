@@ -176,6 +176,7 @@ def _finish(
         "lanes": len(lanes),
         "completed": len(results),
         "interrupted": interrupted,
+        "latency_only": bool(args.latency_only),
         "wall_seconds": round(wall, 3),
         "argv": sys.argv[1:],
     }
@@ -194,16 +195,17 @@ def _finish(
         for table in latency_tables(results, baseline=args.baseline):
             console.print(table)
     console.print(f"results: {out / 'results.json'}" + "".join(f", {path}" for path in written))
-    if not interrupted and results and all(r["status"] == "skip" for r in results):
-        console.print("nothing was checked: every lane was skipped (see the reasons above)", style="bold red")
-        return 1
+    from conformance.lane import NOTHING_CHECKED, exit_code
+
+    code = exit_code(results, interrupted=interrupted, latency_only=args.latency_only)
     if interrupted:
         console.print(
             f"interrupted: {len(results)} of {len(lanes)} lanes done; continue with: conformance run --resume {out}",
             style="bold yellow",
         )
-        return 130
-    return 1 if any(r["status"] in FAILING for r in results) else 0
+    elif code == 1 and not any(r["status"] in FAILING for r in results):
+        console.print(NOTHING_CHECKED, style="bold red")
+    return code
 
 
 def _run_with_progress(lanes: list[Lane], sink: Any, args: argparse.Namespace, err: Any, run_lanes: Any) -> Any:

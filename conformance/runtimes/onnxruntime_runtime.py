@@ -57,7 +57,8 @@ class OrtSession:
         self._provider = provider
         self._profile_dir: str | None = None
         if profile:
-            self._profile_dir = tempfile.mkdtemp(prefix="ort-profile-")
+            # Inside the run's scratch folder when there is one, so a killed worker leaves nothing behind.
+            self._profile_dir = tempfile.mkdtemp(prefix="ort-profile-", dir=os.environ.get("CONFORMANCE_SCRATCH"))
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(self._profile_dir, "ort")
         providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]

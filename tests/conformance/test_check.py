@@ -200,6 +200,18 @@ class TestBrokenExports:
         assert "- layer 1 R: 1 of " in lane["message"]
         assert document["run"]["causes"] and document["run"]["causes"][0].startswith("layer 1 R: 1 of ")
 
+    def test_dynamo_export_bakes_the_sequence_length(self, capsys: pytest.CaptureFixture[str]) -> None:
+        config = LSTMConfig(INPUT, HIDDEN)
+        options = ExportOptions(example_seq_len=5, example_batch=2)
+        artifact = export(config, generate(config, seed=0), "torch-dynamo", options)
+        assert artifact.ok and artifact.path is not None, artifact.reason
+        code, out = check([str(artifact.path), "--seq-lens", "5,7,16", *FAST], capsys)
+        assert code == 1, out
+        assert "note: output 'Y' declares a fixed sequence length 5 while input 'X' is dynamic" in out
+        cause = next(line for line in out.splitlines() if "baked" in line)
+        assert cause.startswith("  - fails at sequence length(s) 7, 16 but passes at 5 on every runtime: ")
+        assert "the export likely baked its example sequence length into the graph" in cause
+
 
 def _cuda_provider() -> bool:
     import onnxruntime
@@ -217,23 +229,22 @@ class TestNothingChecked:
         assert code == 1, out
         assert "nothing was checked: every lane was skipped" in out
 
+    def test_against_torch_with_every_lane_skipped_is_not_a_pass(
+        self, bilstm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (tmp_path / "skipmod.py").write_text("import torch\n\ndef build():\n    return torch.nn.LSTM(8, 16)\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        code, out = check(
+            [str(bilstm / "model.onnx"), "--against-torch", "skipmod:build", "--runtime", "ort-cuda"], capsys
+        )
+        assert code == 1, out
+        assert "nothing was checked: every lane was skipped" in out and "PASS" not in out
+
     def test_every_lane_skipped_is_not_a_pass(self, bilstm: Path, capsys: pytest.CaptureFixture[str]) -> None:
         code, out = check([str(bilstm / "model.onnx"), "--runtime", "ort-cuda"], capsys)
         assert code == 1, out
         assert "nothing was checked: every lane was skipped" in out
         assert "NOTHING CHECKED" in out and "PASS" not in out
-
-    def test_dynamo_export_bakes_the_sequence_length(self, capsys: pytest.CaptureFixture[str]) -> None:
-        config = LSTMConfig(INPUT, HIDDEN)
-        options = ExportOptions(example_seq_len=5, example_batch=2)
-        artifact = export(config, generate(config, seed=0), "torch-dynamo", options)
-        assert artifact.ok and artifact.path is not None, artifact.reason
-        code, out = check([str(artifact.path), "--seq-lens", "5,7,16", *FAST], capsys)
-        assert code == 1, out
-        assert "note: output 'Y' declares a fixed sequence length 5 while input 'X' is dynamic" in out
-        cause = next(line for line in out.splitlines() if "baked" in line)
-        assert cause.startswith("  - fails at sequence length(s) 7, 16 but passes at 5: ")
-        assert "the export likely baked its example sequence length into the graph" in cause
 
 
 class TestInputs:

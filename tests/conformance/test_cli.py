@@ -350,3 +350,16 @@ class TestStartup:
         assert rows["reference"][2] == "yes"
         assert rows["ort-cpu"][2] == "no: onnxruntime does not import: blocked by the test"
         assert rows["torch-cpu"][2] == "no: torch does not import: blocked by the test"
+
+
+def test_building_the_parser_imports_nothing_heavy() -> None:
+    """`conformance --help` builds every subcommand's parser: none of that may pull in NumPy or the runtimes."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from conformance.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('numpy', 'torch', 'onnx', 'onnxruntime', 'rich') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -127,12 +127,22 @@ class TestWorseAndBetter:
         assert out.strip().splitlines()[-1].startswith("OK: no new failure, no significant slowdown; 1 fixed, 1 faster")
 
     def test_lanes_in_one_file_only(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        base = write(tmp_path / "base.json", baseline_records()[:4])
+        base_records = baseline_records()[:4]
+        base_records[0] = {**base_records[0], "status": "fail"}  # a lane that failed and is gone: not a loss
+        base = write(tmp_path / "base.json", base_records)
         head = write(tmp_path / "head.json", [*baseline_records()[1:], record("bidi/onnx-native/ort-cpu")])
         code, out = run(base, head, capsys)
         assert code == 0
         assert "only in base" in out and "forward/onnx-native/ort-cpu" in out
         assert "only in head" in out and "bidi/onnx-native/ort-cpu" in out
+
+    def test_a_passing_lane_gone_from_head_fails(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        base = write(tmp_path / "base.json", baseline_records()[:4])
+        head = write(tmp_path / "head.json", baseline_records()[1:4])
+        code, out = run(base, head, capsys)
+        assert code == 1
+        assert "no longer checked" in out and "forward/onnx-native/ort-cpu" in out
+        assert out.strip().splitlines()[-1].startswith("FAIL: 1 no longer checked")
 
     def test_lane_ids_are_text_not_markup(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         base = write(tmp_path / "base.json", baseline_records())
@@ -157,7 +167,9 @@ class TestWorseAndBetter:
             ("skip", "timeout", "new failure"),
             ("fail", "pass", "fixed"),
             ("error", "xfail", "fixed"),
-            ("pass", "skip", "status"),
+            ("pass", "skip", "no longer checked"),
+            ("xfail", "skip", "no longer checked"),
+            ("skip", "pass", "status"),
             ("fail", "error", "status"),
             ("fail", "fail", None),
         ],

@@ -257,3 +257,23 @@ class TestCommandLine:
         document = json.loads((out / "results.json").read_text())
         assert document["summary"] == {"error": 1, "pass": 1, "timeout": 1}
         assert sorted(r["id"] for r in document["results"]) == sorted(r["id"] for r in records)
+
+
+def test_the_run_scratch_folder_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers keep temporary files (ORT profiles) in a folder the run removes, even after a kill."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen: list[str] = []
+    sink = ResultSink(tmp_path / "out" / "results.jsonl")
+    try:
+        records = run_lanes(
+            [Lane("smoke", "forward", NO_EXPORT, "reference")],
+            sink,
+            on_start=lambda lane: seen.extend(str(p) for p in tmp_path.glob("conformance-run-*")),
+        )
+    finally:
+        sink.close()
+    assert [r["status"] for r in records] == [PASS]
+    assert len(seen) == 1  # the scratch folder existed while the lane ran ...
+    assert not list(tmp_path.glob("conformance-run-*"))  # ... and is gone now

@@ -78,6 +78,14 @@ class TestCache:
         assert len(paths) == 3
         assert not other_weights.cached and not other_options.cached
 
+    def test_a_change_to_the_exporter_code_is_a_new_key(
+        self, tmp_path: Path, weights, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        first = export(CONFIG, weights, "onnx-native", cache_dir=tmp_path)
+        monkeypatch.setattr("exporters.registry.code_digest", lambda: "edited")
+        again = export(CONFIG, weights, "onnx-native", cache_dir=tmp_path)
+        assert not again.cached and again.path != first.path
+
     def test_bypass_exports_again(self, tmp_path: Path, weights) -> None:
         export(CONFIG, weights, "onnx-native", cache_dir=tmp_path)
         again = export(CONFIG, weights, "onnx-native", cache_dir=tmp_path, use_cache=False)
