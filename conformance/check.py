@@ -13,6 +13,7 @@ is compared with the reference. Torch is imported only for checkpoints and
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Sequence
@@ -280,7 +281,7 @@ def expected_outputs(
 
 
 def _with_batch_first(config: LSTMConfig, batch_first: bool) -> LSTMConfig:
-    return LSTMConfig.from_dict({**config.to_dict(), "batch_first": batch_first})
+    return dataclasses.replace(config, batch_first=batch_first)
 
 
 def _raw_y(expected: np.ndarray, actual: np.ndarray, config: LSTMConfig, batch_first: bool) -> np.ndarray:

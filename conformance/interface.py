@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporters.importers import attribute
+
 # Graph-input roles by the LSTM input slot they reach.
 _SLOT_ROLES = {0: "X", 4: "sequence_lens", 5: "initial_h", 6: "initial_c"}
 # Ops a value may pass through between a graph input/output and the LSTM.
@@ -51,15 +53,6 @@ def _dims(value_info: Any) -> list[int | str | None]:
     return dims
 
 
-def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def read_interface(model: Any) -> Interface:
     """Trace ``model``'s graph inputs forward and outputs backward to the LSTM nodes."""
     from onnx import helper
@@ -77,7 +70,7 @@ def read_interface(model: Any) -> Interface:
     if not lstms:
         raise InterfaceError("no LSTM node in the graph")
     first = lstms[0]
-    node_layout = int(_attr(first, "layout", 0))
+    node_layout = int(attribute(first, "layout", 0))
 
     roles: dict[str, str] = {}
     batch_first = False
@@ -137,7 +130,7 @@ def _trace_forward(name: str, consumers: dict[str, list[tuple[Any, int]]]) -> tu
                 seen.add(id(node))
                 step = dict(ops)
                 if node.op_type == "Transpose":
-                    perm = list(_attr(node, "perm", []))
+                    perm = list(attribute(node, "perm", []))
                     # A transpose that swaps the first two axes changes time/batch major-ness.
                     swaps = len(perm) >= 2 and perm[:2] == [1, 0]
                     step["Transpose"] = step.get("Transpose", False) ^ swaps

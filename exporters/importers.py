@@ -173,7 +173,7 @@ class _Graph:
             return self._fold(node.input[0], depth + 1)
         if node.op_type in ("Unsqueeze", "Squeeze") and len(node.input) >= 1:
             value = self._fold(node.input[0], depth + 1)
-            axes = _attr(node, "axes")
+            axes = attribute(node, "axes")
             if axes is None and len(node.input) > 1:
                 folded = self._fold(node.input[1], depth + 1)
                 axes = None if folded is None else [int(a) for a in folded.ravel()]
@@ -184,12 +184,13 @@ class _Graph:
             return np.squeeze(value, axis=tuple(axes) if axes else None)
         if node.op_type == "Transpose":
             value = self._fold(node.input[0], depth + 1)
-            perm = _attr(node, "perm")
+            perm = attribute(node, "perm")
             return None if value is None else np.transpose(value, perm)
         return None
 
 
-def _attr(node: Any, name: str, default: Any = None) -> Any:
+def attribute(node: Any, name: str, default: Any = None) -> Any:
+    """A node attribute's value (strings decoded), or ``default`` when the node does not set it."""
     import onnx
 
     for attr in node.attribute:
@@ -253,13 +254,13 @@ def _stack_from_nodes(graph: _Graph, nodes: list[Any], path: str | Path) -> tupl
         b = graph.const(inputs[3], f"{label} B").astype(np.float64) if inputs[3] else np.zeros((num_dir, 8 * hidden))
         p = graph.const(inputs[7], f"{label} P").astype(np.float64) if inputs[7] else None
         attrs = {
-            "direction": _attr(node, "direction", "forward"),
-            "activations": _attr(node, "activations"),
-            "activation_alpha": _attr(node, "activation_alpha"),
-            "activation_beta": _attr(node, "activation_beta"),
-            "clip": _attr(node, "clip"),
-            "input_forget": int(_attr(node, "input_forget", 0)),
-            "layout": int(_attr(node, "layout", 0)),
+            "direction": attribute(node, "direction", "forward"),
+            "activations": attribute(node, "activations"),
+            "activation_alpha": attribute(node, "activation_alpha"),
+            "activation_beta": attribute(node, "activation_beta"),
+            "clip": attribute(node, "clip"),
+            "input_forget": int(attribute(node, "input_forget", 0)),
+            "layout": int(attribute(node, "layout", 0)),
         }
         if attrs0 is None:
             attrs0 = attrs
@@ -319,7 +320,7 @@ def _projection(graph: _Graph, last_lstm: Any) -> tuple[np.ndarray, np.ndarray, 
                     bias = graph._fold(node.input[2]) if len(node.input) > 2 and node.input[2] else None
                     if weight is None:
                         return None
-                    w = weight if int(_attr(node, "transB", 0)) else weight.T
+                    w = weight if int(attribute(node, "transB", 0)) else weight.T
                     b = np.zeros(w.shape[0]) if bias is None else bias
                     return w.astype(np.float64), b.astype(np.float64).ravel(), ("projection: Gemm",)
                 if node.op_type == "MatMul":

@@ -23,10 +23,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from reference.activations import Activation, bind
+from reference.config import DIRECTIONS
 
 Array = NDArray[np.float64]
 
-DIRECTIONS = ("forward", "reverse", "bidirectional")
 DEFAULT_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
 
 

@@ -8,6 +8,7 @@ states use the same ``[num_layers * D, B, H]`` shape.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -142,4 +143,4 @@ def perplexity(config: LMConfig, weights: LMWeights, tokens: ArrayLike) -> float
 def _time_major(config: LSTMConfig) -> LSTMConfig:
     if not config.batch_first:
         return config
-    return LSTMConfig.from_dict({**config.to_dict(), "batch_first": False})
+    return dataclasses.replace(config, batch_first=False)

@@ -312,3 +312,9 @@ class TestThroughTheCli:
         capsys.readouterr()
         assert cli.main(["compare", str(base), str(tmp_path / "missing.json")]) == 2
         assert capsys.readouterr().err == f"error: {tmp_path / 'missing.json'}: no such file\n"
+
+
+def test_failing_statuses_match_the_lane_definition() -> None:
+    from conformance import lane
+
+    assert compare.FAILING == lane.FAILING
