@@ -17,14 +17,20 @@ class TorchSession:
         self._inputs = inputs
         self._outputs = outputs
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _args(self, feeds: Mapping[str, np.ndarray]) -> list[Any]:
+        """The module's positional inputs, as tensors on the session's device."""
         import torch
 
-        args = [
+        return [
             torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self._device)
             for name in self._inputs
             if name in feeds
         ]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        args = self._args(feeds)
         with torch.inference_mode():
             result = self._module(*args)
             if self._device.startswith("cuda"):
@@ -36,11 +42,7 @@ class TorchSession:
         """The module's forward under inference_mode, inputs already on the device."""
         import torch
 
-        args = [
-            torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self._device)
-            for name in self._inputs
-            if name in feeds
-        ]
+        args = self._args(feeds)
 
         def call() -> object:
             with torch.inference_mode():
