@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.check import DEFAULT_BATCHES, DEFAULT_RUNTIMES, DEFAULT_SEQ_LENS
+from conformance.check import DEFAULT_BATCHES, DEFAULT_RUNTIMES, DEFAULT_SEQ_LENS, model_record
 from conformance.compare import Tolerance, compare_outputs, default_tolerance, format_mismatch
 from conformance.lane import ERROR, FAIL, NOTHING_CHECKED, PASS, SKIP, nothing_checked
 from exporters.base import describe_error
@@ -91,8 +91,7 @@ def run_against_torch(args: argparse.Namespace) -> int:
         base = {"suite": "check", "exporter": "user", "runtime": runtime_id}
         reason = runtime.unavailable()
         if reason:
-            results.append({**base, "id": f"{args.model.name}/torch/{runtime_id}", "case": args.model.name,
-                            "status": SKIP, "message": reason})  # fmt: skip
+            results.append(model_record(args.model, runtime_id, SKIP, reason, kind="torch"))
             continue
         session = runtime.open(Artifact("user", OK, path=Path(args.model)), None, None)  # type: ignore[arg-type]
         try:

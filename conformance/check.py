@@ -476,17 +476,13 @@ def _run_runtimes(
         reason = runtime.unavailable() or _blind_spot(runtime_id, lstm, iface)
         base = {"suite": "check", "exporter": "user", "runtime": runtime_id}
         if reason:
-            results.append({**base, "id": f"{model_path.name}/user/{runtime_id}", "case": model_path.name,
-                            "status": SKIP, "message": reason})  # fmt: skip
+            results.append(model_record(model_path, runtime_id, SKIP, reason))
             continue
         try:
             session = runtime.open(artifact, imported.config, weights)
         except Exception as exc:
             message = f"{runtime_id} could not load the model: {describe_error(exc)}"
-            results.append(
-                {**base, "id": f"{model_path.name}/user/{runtime_id}", "case": model_path.name, "status": ERROR,
-                 "message": message}
-            )  # fmt: skip
+            results.append(model_record(model_path, runtime_id, ERROR, message))
             continue
         try:
             lanes = [
@@ -500,6 +496,19 @@ def _run_runtimes(
             lanes = [{**r, "status": FAIL, "message": f"{problem}\n\n{r['message']}"} for r in lanes]
         results += lanes
     return results
+
+
+def model_record(model_path: Path, runtime_id: str, status: str, message: str, *, kind: str = "user") -> dict[str, Any]:
+    """A result for the whole model on one runtime (skipped, or not loadable), before any shape ran."""
+    return {
+        "id": f"{model_path.name}/{kind}/{runtime_id}",
+        "suite": "check",
+        "case": model_path.name,
+        "exporter": "user",
+        "runtime": runtime_id,
+        "status": status,
+        "message": message,
+    }
 
 
 def _one(
