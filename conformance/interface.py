@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporters.errors import BadInputError
 from exporters.importers import attribute
 
 # Graph-input roles by the LSTM input slot they reach.
@@ -22,7 +23,7 @@ _PASS_THROUGH = {
 }  # fmt: skip
 
 
-class InterfaceError(ValueError):
+class InterfaceError(BadInputError):
     """The graph's inputs or outputs cannot be mapped to an LSTM stack or language model."""
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from conformance.cases import Case
     from conformance.check import CheckOptions, CheckReport
     from conformance.lane import Lane, LaneContext
+    from conformance.records import Result
 
 SUITE_GLOB = "conformance_*.toml"
 MARKER = "conformance"
@@ -127,8 +128,8 @@ class _State:
     def filters(self) -> tuple[set[str] | None, set[str] | None]:
         """Selected runtime and exporter ids (``None``: no filter); an unknown glob is a usage error."""
         if self._filters is None:
-            from conformance.commands.run import match_ids
             from conformance.lane import NO_EXPORT
+            from conformance.planning import match_ids
             from conformance.runtimes import runtime_ids
             from exporters.registry import exporter_ids
 
@@ -263,7 +264,7 @@ class SuiteFile(pytest.File):
 
     def collect(self) -> Iterator[LaneItem]:
         from conformance.cases import CaseError, loads_suite
-        from conformance.commands.run import plan
+        from conformance.planning import plan
 
         display = _display(self.path, self.config)  # errors name the file as the user wrote it
         try:
@@ -273,9 +274,8 @@ class SuiteFile(pytest.File):
         except (OSError, UnicodeDecodeError) as exc:
             raise self.CollectError(f"{display}: cannot read suite file: {type(exc).__name__}: {exc}") from None
         runtimes, exporters = self.config.stash[_STATE].filters()
-        cases = {case.id: case for case in suite.cases}
         for lane in plan([(str(self.path), case) for case in suite.cases], runtimes, exporters):
-            yield LaneItem.from_parent(self, name=lane.id, case=cases[lane.case_id], lane=lane)
+            yield LaneItem.from_parent(self, name=lane.id, case=lane.case, lane=lane)
 
 
 class _ConformanceItem(pytest.Item):
@@ -299,26 +299,26 @@ class LaneItem(_ConformanceItem):
         super().__init__(**kwargs)
         self.case = case
         self.lane = lane
-        self.record: dict[str, Any] | None = None
+        self.record: Result | None = None
         self.add_marker(MARKER)
         # Names `-k` matches besides the lane id, as `conformance run -k` matches cases.
         self.extra_keyword_matches.update({lane.runtime, lane.exporter, *case.tags, *case.features()})
 
     def runtest(self) -> None:
-        from conformance.lane import PASS, SKIP, XFAIL, run_lane
+        from conformance.lane import run_lane
+        from conformance.status import PASS, SKIP, XFAIL
 
-        self.record = record = run_lane(self.case, self.lane, self.config.stash[_STATE].context())
-        status, message = record["status"], record.get("message", "")
+        self.record = record = run_lane(self.lane, self.config.stash[_STATE].context())
+        status, message = record.status, record.message
         self.user_properties.append(("conformance_status", status))
-        latency = record.get("latency")
-        if latency:
-            self.user_properties.append(("latency_median_ms", latency["median_ms"]))
+        if record.latency:
+            self.user_properties.append(("latency_median_ms", record.latency["median_ms"]))
         if status == PASS:
             return
         if status == SKIP:
             self._skip(message)
         if status == XFAIL:
-            pytest.xfail(record["expected"]["reason"])
+            pytest.xfail(record.expected.reason if record.expected else message)
         raise LaneFailedError(message)  # fail, xpass, error, timeout
 
     def reportinfo(self) -> tuple[Path, int, str]:
@@ -335,14 +335,14 @@ class CheckFile(pytest.File):
         self._outcome: CheckReport | str | None = None
 
     def collect(self) -> Iterator[CheckItem]:
-        from conformance.check import DEFAULT_RUNTIMES
+        from conformance.check import onnx_runtime_ids
 
         if not self.path.is_file():
             raise self.CollectError(f"{self.path}: no such file (named by the conformance_check ini option)")
         if self.target.weights is not None:
             yield CheckItem.from_parent(self, name=WEIGHTS_ITEM, runtime=None)
         runtimes, _ = self.config.stash[_STATE].filters()
-        for runtime in DEFAULT_RUNTIMES:
+        for runtime in onnx_runtime_ids():
             if runtimes is None or runtime in runtimes:
                 yield CheckItem.from_parent(self, name=runtime, runtime=runtime)
 
@@ -370,7 +370,7 @@ class CheckItem(_ConformanceItem):
 
     def runtest(self) -> None:
         from conformance.check import diagnose
-        from conformance.lane import ERROR, FAIL, SKIP
+        from conformance.status import FAILING, nothing_checked
 
         assert isinstance(self.parent, CheckFile)
         report = self.parent.outcome()
@@ -380,10 +380,10 @@ class CheckItem(_ConformanceItem):
             if report.weight_findings:
                 raise LaneFailedError(_weights_text(report.weight_findings))
             return
-        records = [r for r in report.results if r["runtime"] == self.runtime]
-        if records and all(r["status"] == SKIP for r in records):
-            self._skip(records[0]["message"])
-        failing = [r for r in records if r["status"] in (FAIL, ERROR)]
+        records = [r for r in report.results if r.runtime == self.runtime]
+        if records and nothing_checked(r.status for r in records):
+            self._skip(records[0].message)
+        failing = [r for r in records if r.status in FAILING]
         if failing:
             raise LaneFailedError(f"{self.runtime}: {_failure_text(failing, len(records), diagnose(report))}")
 
@@ -405,16 +405,16 @@ def conformance_check(model_path: str | os.PathLike[str], **options: Any) -> Che
     """
     __tracebackhide__ = True
     from conformance.check import diagnose
-    from conformance.lane import ERROR, FAIL, SKIP
+    from conformance.status import FAILING, UNCHECKED
 
     report = _run_check(Path(model_path), **options)
     if report.failed:
-        failing = [r for r in report.results if r["status"] in (FAIL, ERROR)]
-        ran = [r for r in report.results if r["status"] != SKIP]
+        failing = [r for r in report.results if r.status in FAILING]
+        ran = [r for r in report.results if r.status not in UNCHECKED]
         text = _failure_text(failing, len(ran), diagnose(report)) if failing else _weights_text(report.weight_findings)
         raise AssertionError(f"conformance check of {model_path}: {text}")
-    if not any(r["status"] != SKIP for r in report.results):
-        reasons = sorted({f"{r['runtime']}: {r['message']}" for r in report.results})
+    if all(r.status in UNCHECKED for r in report.results):
+        reasons = sorted({f"{r.runtime}: {r.message}" for r in report.results})
         pytest.skip(f"no runtime could check {model_path}: {'; '.join(reasons) or 'no runtime selected'}")
     return report
 
@@ -428,9 +428,9 @@ def _conformance_check_fixture(request: pytest.FixtureRequest) -> Callable[..., 
 
     def check(model_path: str | os.PathLike[str], **options: Any) -> CheckReport:
         __tracebackhide__ = True
-        from conformance.check import DEFAULT_RUNTIMES
+        from conformance.check import onnx_runtime_ids
 
-        options.setdefault("runtimes", [r for r in DEFAULT_RUNTIMES if r in runtimes])
+        options.setdefault("runtimes", [r for r in onnx_runtime_ids() if r in runtimes])
         return conformance_check(model_path, **options)
 
     return check
@@ -438,11 +438,11 @@ def _conformance_check_fixture(request: pytest.FixtureRequest) -> Callable[..., 
 
 def _run_check(model_path: Path, **options: Any) -> CheckReport:
     from conformance.check import run_check
-    from exporters.importers import ModelImportError
+    from exporters.errors import BadInputError
 
     try:
         return run_check(model_path, _check_options(options))
-    except (ModelImportError, ValueError, OSError) as exc:  # InterfaceError is a ValueError
+    except (BadInputError, OSError) as exc:
         message = str(exc)
         raise CheckInputError(message if message.startswith(str(model_path)) else f"{model_path}: {message}") from None
 
@@ -451,7 +451,7 @@ def _check_options(options: dict[str, Any]) -> CheckOptions:
     from dataclasses import fields
 
     from conformance.check import CheckOptions
-    from conformance.compare import Tolerance
+    from conformance.diffs import Tolerance
 
     valid = [f.name for f in fields(CheckOptions)]
     unknown = sorted(set(options) - {*valid, "atol", "rtol"})
@@ -472,12 +472,12 @@ def _check_options(options: dict[str, Any]) -> CheckOptions:
     return CheckOptions(**values)
 
 
-def _failure_text(failing: list[dict[str, Any]], total: int, causes: list[str]) -> str:
+def _failure_text(failing: list[Result], total: int, causes: list[str]) -> str:
     """A one-line count, the likely causes (read first, also in JUnit), then each failing lane's message."""
     parts = [f"{len(failing)} of {total} lane(s) failed"]
     if causes:
         parts[0] += "; likely cause(s):\n" + "\n".join(f"  - {cause}" for cause in causes)
-    parts += [f"{r['status'].upper()} {r['id']}\n{r.get('message', '')}" for r in failing]
+    parts += [f"{r.status.upper()} {r.id}\n{r.message}" for r in failing]
     return "\n\n".join(parts)
 
 

@@ -19,12 +19,14 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from conformance.lane import ERROR, TIMEOUT, Lane
+from conformance.lane import Lane
+from conformance.records import Result
+from conformance.status import ERROR, TIMEOUT
 
 DEFAULT_TIMEOUT = 300.0
 SCRATCH_ENV = "CONFORMANCE_SCRATCH"  # a folder the run owns; runtimes put temporary files there
@@ -36,11 +38,9 @@ def _worker_main(conn: Connection, use_cache: bool, latency: Any = None) -> None
 
     # Ctrl-C reaches the whole process group: the parent stops the run, workers must not die mid-lane.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from conformance.cases import load_suite
     from conformance.lane import LaneContext, run_lane
 
     context = LaneContext(use_cache=use_cache, latency=latency)
-    suites: dict[str, Any] = {}
     while True:
         try:
             message = conn.recv()
@@ -48,19 +48,13 @@ def _worker_main(conn: Connection, use_cache: bool, latency: Any = None) -> None
             return
         if message is None:
             return
-        lane = Lane.from_dict(message)
+        lane: Lane = message
         try:
-            if lane.suite not in suites:
-                suites[lane.suite] = {c.id: c for c in load_suite(lane.suite).cases}
-            record = run_lane(suites[lane.suite][lane.case_id], lane, context)
+            record = run_lane(lane, context)
         except Exception as exc:  # a harness bug must still cost one lane only
-            record = {
-                "id": lane.id,
-                **lane.to_dict(),
-                "status": ERROR,
-                "message": f"harness error: {type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-            }
+            record = lane.result(
+                ERROR, f"harness error: {type(exc).__name__}: {exc}", detail={"traceback": traceback.format_exc()}
+            )
         conn.send(record)
 
 
@@ -71,15 +65,6 @@ class _Worker:
     lane: Lane | None = None
     deadline: float = 0.0
     started: float = 0.0
-
-
-@dataclass
-class RunProgress:
-    """What the CLI's progress display reads; updated by the runner."""
-
-    total: int
-    done: int = 0
-    current: list[str] = field(default_factory=list)
 
 
 def _start_worker(ctx: Any, use_cache: bool, latency: Any = None) -> _Worker:
@@ -118,8 +103,8 @@ class ResultSink:
         if torn:
             self._fh.write("\n")  # a torn last line (killed mid-write) must not swallow the next record
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
+    def write(self, record: Result) -> None:
+        self._fh.write(json.dumps(record.to_dict(), sort_keys=True, allow_nan=False) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -127,17 +112,25 @@ class ResultSink:
         self._fh.close()
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records from a results.jsonl; a torn last line (killed mid-write) is dropped."""
-    records: list[dict[str, Any]] = []
+def read_jsonl(path: Path) -> list[Result]:
+    """Records from a results.jsonl, one per lane id (the last complete one wins).
+
+    A torn line (killed mid-write) is dropped; a line that is JSON but not a result record is bad input.
+    """
+    by_id: dict[str, Result] = {}
     if not path.exists():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
+        return []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            data = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
-    return records
+        if data is None:
+            continue
+        record = Result.from_dict(data, where=f"{path}:{number}")
+        by_id.pop(record.id, None)
+        by_id[record.id] = record
+    return list(by_id.values())
 
 
 def run_lanes(
@@ -148,9 +141,9 @@ def run_lanes(
     timeout: float = DEFAULT_TIMEOUT,
     use_cache: bool = True,
     latency: Any = None,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
+    on_result: Callable[[Result], None] | None = None,
     on_start: Callable[[Lane], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Result]:
     """Execute ``lanes`` on ``jobs`` workers; return their records in completion order."""
     pending = list(lanes)
     if not pending:
@@ -162,9 +155,9 @@ def run_lanes(
     os.environ[SCRATCH_ENV] = scratch  # spawned workers inherit it
     ctx = mp.get_context("spawn")
     workers = [_start_worker(ctx, use_cache, latency) for _ in range(max(1, min(jobs, len(pending) or 1)))]
-    results: list[dict[str, Any]] = []
+    results: list[Result] = []
 
-    def finish(record: dict[str, Any]) -> None:
+    def finish(record: Result) -> None:
         sink.write(record)
         results.append(record)
         if on_result:
@@ -176,11 +169,11 @@ def run_lanes(
                 if workers[i].lane is None and pending:
                     lane = pending.pop()
                     try:
-                        workers[i].conn.send(lane.to_dict())
+                        workers[i].conn.send(lane)
                     except (BrokenPipeError, OSError):
                         _stop(workers[i], kill=True)
                         workers[i] = _start_worker(ctx, use_cache, latency)
-                        workers[i].conn.send(lane.to_dict())
+                        workers[i].conn.send(lane)
                     now = time.monotonic()
                     workers[i].lane, workers[i].started, workers[i].deadline = lane, now, now + timeout
                     if on_start:
@@ -206,7 +199,8 @@ def run_lanes(
                         workers[i] = _start_worker(ctx, use_cache, latency)
                         continue
                     worker.lane = None
-                    record.setdefault("duration_s", round(now - worker.started, 4))
+                    if record.duration_s is None:
+                        record = replace(record, duration_s=round(now - worker.started, 4))
                     finish(record)
                 elif now >= worker.deadline:
                     _stop(worker, kill=True)
@@ -223,5 +217,5 @@ def run_lanes(
     return results
 
 
-def _lost(lane: Lane, status: str, message: str) -> dict[str, Any]:
-    return {"id": lane.id, **lane.to_dict(), "status": status, "message": message}
+def _lost(lane: Lane, status: str, message: str) -> Result:
+    return lane.result(status, message)

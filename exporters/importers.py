@@ -18,14 +18,19 @@ from typing import Any
 
 import numpy as np
 
+from exporters.errors import BadInputError
 from reference.config import LMConfig, LSTMConfig
 from reference.weights import LayerWeights, LMWeights, LSTMWeights, from_torch_state_dict
 
 DEFAULT_MAX_TENSOR_BYTES = 2 << 30  # refuse tensors declaring more than 2 GiB
 
 
-class ModelImportError(ValueError):
+class ModelImportError(BadInputError):
     """A model whose weights cannot be recovered; ``str()`` is the one-line reason."""
+
+
+class UnmappableGraphError(ModelImportError):
+    """A valid graph that is not an LSTM stack or language model whose weights are initializers."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,9 @@ class _Graph:
     def const(self, name: str, what: str) -> np.ndarray:
         value = self._fold(name)
         if value is None:
-            raise ModelImportError(f"{what} ({name!r}) is computed at run time, not an initializer; cannot recover it")
+            raise UnmappableGraphError(
+                f"{what} ({name!r}) is computed at run time, not an initializer; cannot recover it"
+            )
         return value
 
     def _fold(self, name: str, depth: int = 0) -> np.ndarray | None:
@@ -223,7 +230,7 @@ def _import(model: Any, path: str | Path) -> ImportedModel:
     nodes = [node for node in model.graph.node if node.op_type == "LSTM"]
     if not nodes:
         ops = sorted({node.op_type for node in model.graph.node})
-        raise ModelImportError(f"{path}: no LSTM node in the graph (ops: {', '.join(ops) or 'none'})")
+        raise UnmappableGraphError(f"{path}: no LSTM node in the graph (ops: {', '.join(ops) or 'none'})")
     stack, layout = _stack_from_nodes(graph, nodes, path)
     embedding = _embedding(graph, nodes[0])
     if embedding is None:

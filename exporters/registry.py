@@ -27,6 +27,8 @@ from exporters.base import (
     Model,
     describe_error,
 )
+from exporters.errors import BadInputError
+from exporters.plugins import plugins_from_env
 
 # id -> "module:Class"; modules are imported only when an exporter is used.
 _EXPORTERS = {
@@ -40,16 +42,12 @@ CACHE_FORMAT = 1
 EXTRA_ENV = "CONFORMANCE_EXTRA_EXPORTERS"
 
 
-class UnknownExporterError(ValueError):
+class UnknownExporterError(BadInputError):
     """An exporter id that is not registered; the message lists the known ones."""
 
 
 def _registered() -> dict[str, str]:
-    exporters = dict(_EXPORTERS)
-    for entry in filter(None, os.environ.get(EXTRA_ENV, "").split(",")):
-        exporter_id, _, target = entry.strip().partition("=")
-        exporters[exporter_id] = target
-    return exporters
+    return {**_EXPORTERS, **plugins_from_env(EXTRA_ENV)}
 
 
 def exporter_ids(*, mutants: bool = True) -> list[str]:

@@ -1,90 +1,166 @@
-"""Rich console rendering: the run summary (runtimes x status) and the failures explained."""
+"""The console summary of ``run``, ``check``, ``report`` and ``--against-torch``: one function, rich renderables.
+
+Every piece of text from a file (ids, names, messages, reasons) goes in as a ``rich.text.Text`` made by
+:func:`reports.text.safe`: never read as markup, never highlighted, control characters visible, length
+capped. So the summary is safe on any console, whatever its ``markup`` and ``highlight`` settings.
+"""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
+from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-STATUS_ORDER = ("pass", "fail", "xfail", "xpass", "error", "timeout", "skip")
-STATUS_STYLE = {
-    "pass": "green",
-    "fail": "bold red",
-    "xfail": "yellow",
-    "xpass": "bold magenta",
-    "error": "bold red",
-    "timeout": "bold red",
-    "skip": "dim",
-}
-FAILING = ("fail", "xpass", "error", "timeout")
+from conformance.records import Result, ResultDocument
+from conformance.status import FAILING, NOT_EXERCISED, SKIP, STATUSES, UNCHECKED, verdict_word
+from reports.labels import LOOKS, noun, subject
+from reports.text import ID, MESSAGE, NAME, count, safe
+
+__all__ = ["default_title", "summary"]
+
+_UNCHECKED_HEADINGS = {SKIP: "Skipped:", NOT_EXERCISED: "Not exercised:"}
 
 
-def summary_table(results: list[dict[str, Any]], *, title: str = "Results") -> Table:
-    """One row per runtime, one column per status, counts of lanes."""
+def summary(
+    document: ResultDocument, *, title: str, show_latency: bool = False, baseline: str = "ort-cpu"
+) -> list[RenderableType]:
+    """What a person reads after a run or check, in order, ending with the verdict line.
+
+    The runtime x status table, the expected divergences that showed up, why results were not checked, each
+    failing result with its message, the check's likely causes, latency tables (``show_latency``), and last
+    ``PASS``, ``FAIL`` or ``NOTHING CHECKED`` with the counts behind it.
+    """
+    results, word = document.results, noun(document)
+    parts: list[RenderableType | None] = [
+        _status_table(results, title),
+        _expected(results, word),
+        *(_unchecked(results, status) for status in _UNCHECKED_HEADINGS),
+        _failures(results, word),
+        _causes(document),
+    ]
+    if show_latency:
+        from reports.latency import latency_tables
+
+        parts += latency_tables(results, baseline=baseline)
+    parts.append(_verdict(document))
+    return [part for part in parts if part is not None]
+
+
+def default_title(document: ResultDocument) -> str:
+    """``full, smoke: 23 lanes in 12.5 s`` or ``check model.onnx: 4 results``: when a caller has no better one."""
+    run, n = document.run, len(document.results)
+    planned = run.get("lanes")
+    done = f"{n}/{count(planned, noun(document))}" if isinstance(planned, int) and planned != n else ""
+    wall = run.get("wall_seconds")
+    timing = f" in {wall:.1f} s" if isinstance(wall, (int, float)) and not isinstance(wall, bool) else ""
+    what = (
+        subject(document).replace("check: ", "check ", 1)
+        if document.run.get("command") == "check"
+        else subject(document)
+    )
+    return f"{what}: {done or count(n, noun(document))}{timing}"
+
+
+def _text(value: object, limit: int | None = NAME, *, style: str = "", multiline: bool = False) -> Text:
+    return Text(safe(value, limit, multiline=multiline), style=style)
+
+
+def _status_table(results: Sequence[Result], title: str) -> Table:
+    """One row per runtime, one column per status that occurs, counts of results."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for record in results:
-        counts[record["runtime"]][record["status"]] += 1
-    statuses = [s for s in STATUS_ORDER if any(c[s] for c in counts.values())]
-    table = Table(title=title, title_justify="left")
+    for result in results:
+        counts[result.runtime][result.status] += 1
+    total: Counter[str] = Counter()
+    for row in counts.values():
+        total.update(row)
+    statuses = [s for s in STATUSES if total[s]]
+    table = Table(title=_text(title, ID), title_justify="left")
     table.add_column("runtime")
     for status in statuses:
-        table.add_column(status, justify="right", style=STATUS_STYLE[status])
+        table.add_column(status, justify="right", style=LOOKS[status].style)
     table.add_column("total", justify="right")
-    for runtime in sorted(counts):
-        row = counts[runtime]
-        table.add_row(runtime, *[str(row[s]) if row[s] else "" for s in statuses], str(sum(row.values())))
+    rows = [(_text(runtime), counts[runtime]) for runtime in sorted(counts)]
     if len(counts) > 1:
-        total: Counter[str] = Counter()
-        for row in counts.values():
-            total.update(row)
-        table.add_row(
-            Text("all", style="bold"), *[str(total[s]) if total[s] else "" for s in statuses], str(sum(total.values()))
-        )
+        rows.append((Text("all", style="bold"), total))
+    for label, row in rows:
+        table.add_row(label, *[Text(str(row[s]) if row[s] else "") for s in statuses], Text(str(sum(row.values()))))
     return table
 
 
-def failures(results: list[dict[str, Any]]) -> RenderableType | None:
-    """Each failing lane with its message; ``None`` when nothing failed."""
-    failing = sorted((r for r in results if r["status"] in FAILING), key=lambda r: r["id"])
-    if not failing:
-        return None
-    parts: list[RenderableType] = [Text(f"{len(failing)} failing lane(s):", style="bold red")]
-    for record in failing:
-        parts.append(Text(f"\n{record['status'].upper()} {record['id']}", style=STATUS_STYLE[record["status"]]))
-        parts.append(Text(_indent(record.get("message", ""))))
-    return Group(*parts)
-
-
-def expected(results: list[dict[str, Any]]) -> RenderableType | None:
+def _expected(results: Sequence[Result], word: str) -> Table | None:
     """Expected divergences that showed up, grouped by reason."""
     by_reason: dict[str, list[str]] = defaultdict(list)
-    for record in results:
-        if record["status"] == "xfail":
-            by_reason[record["expected"]["reason"]].append(record["id"])
+    for result in results:
+        if result.status == "xfail" and result.expected is not None:
+            by_reason[result.expected.reason].append(result.id)
     if not by_reason:
         return None
-    table = Table(title="Expected divergences (confirmed by this run)", title_justify="left", show_lines=False)
-    table.add_column("lanes", justify="right")
+    table = Table(title=Text("Expected divergences (confirmed by this run)"), title_justify="left")
+    table.add_column(f"{word}s", justify="right")
     table.add_column("reason")
-    table.add_column("example lane", style="dim")
-    for reason, ids in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
-        table.add_row(str(len(ids)), reason, sorted(ids)[0])
+    table.add_column(f"example {word}", style="dim")
+    for reason, ids in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        table.add_row(Text(str(len(ids))), _text(reason, MESSAGE, multiline=True), _text(min(ids), ID))
     return table
 
 
-def skipped(results: list[dict[str, Any]]) -> RenderableType | None:
-    """Why lanes were skipped, one line per distinct reason."""
-    reasons = Counter(r["message"] for r in results if r["status"] == "skip")
+def _unchecked(results: Sequence[Result], status: str) -> Group | None:
+    """Why results were not checked (skipped, not exercised), one line per distinct reason."""
+    reasons = Counter(r.message for r in results if r.status == status)
     if not reasons:
         return None
-    lines = [Text("Skipped:", style="dim bold")]
-    for reason, count in reasons.most_common():
-        lines.append(Text(f"  {count:4d} x {reason}", style="dim"))
+    lines = [Text(_UNCHECKED_HEADINGS[status], style="dim bold")]
+    for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(Text.assemble(f"  {n:4d} x ", _text(reason, MESSAGE, multiline=True), style="dim"))
     return Group(*lines)
 
 
-def _indent(text: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + line if line else line for line in text.splitlines())
+def _failures(results: Sequence[Result], word: str) -> Group | None:
+    """Each failing result with its message; ``None`` when nothing failed."""
+    failing = sorted((r for r in results if r.status in FAILING), key=lambda r: r.id)
+    if not failing:
+        return None
+    heading = f"{len(failing)} failing {word}{'s' if len(failing) != 1 else ''}:"
+    parts: list[RenderableType] = [Text(heading, style="bold red")]
+    for result in failing:
+        style = LOOKS[result.status].style
+        parts.append(Text.assemble("\n", (result.status.upper(), style), " ", _text(result.id, ID, style=style)))
+        message = safe(result.message, MESSAGE, multiline=True)
+        parts.append(Text("\n".join(f"    {line}" if line else line for line in message.split("\n"))))
+    return Group(*parts)
+
+
+def _causes(document: ResultDocument) -> Group | None:
+    """The likely causes ``check`` diagnosed (``run["causes"]``), when there are any."""
+    causes = document.run.get("causes")
+    if not isinstance(causes, list) or not causes:
+        return None
+    lines = [Text("Likely cause(s):" if len(causes) != 1 else "Likely cause:", style="bold red")]
+    lines += [Text.assemble("  - ", _text(cause, MESSAGE, multiline=True)) for cause in causes]
+    return Group(*lines)
+
+
+def _verdict(document: ResultDocument) -> Text:
+    """``PASS``, ``FAIL`` or ``NOTHING CHECKED``, and the counts behind it: the last line."""
+    statuses = [r.status for r in document.results]
+    total, word = len(statuses), noun(document)
+    latency_only = bool(document.run.get("latency_only"))
+    verdict = verdict_word(statuses)
+    if verdict == "NOTHING CHECKED" and latency_only and statuses:
+        verdict = "PASS"  # --latency-only skips accuracy by design (exit_code's exempt_unchecked)
+    failing = sum(s in FAILING for s in statuses)
+    checked = sum(s not in UNCHECKED for s in statuses)
+    if verdict == "FAIL":
+        detail = f"{failing} of {count(total, word)} failing"
+    elif verdict == "PASS" and not checked:
+        detail = f"{count(total, word)} timed; accuracy not checked (--latency-only)"
+    elif verdict == "PASS":
+        detail = f"{checked} of {count(total, word)} checked, all conform"
+    elif total:
+        detail = f"none of {count(total, word)} was checked (see the reasons above)"
+    else:
+        detail = f"there was no {word} to check"
+    return Text(f"{verdict}: {detail}", style="bold green" if verdict == "PASS" else "bold red")

@@ -1,196 +1,197 @@
-"""One self-contained HTML page: verdict, the feature x lane matrix, error curves, latency, environment.
+"""One self-contained HTML page: verdict, the result matrix, error curves, latency, environment.
 
 Offline by construction: inline CSS and SVG, no script, no external resource. Every status is shown by a
-symbol and a word as well as a colour, and all text from the result file is escaped.
+symbol and a word as well as a colour. All text from the result file is escaped and made safe (control
+characters visible, long fields cut: ``reports.text``); the JSON file keeps the full text.
+
+The page names what was checked: the model of a ``check``, the suites of a ``run``. Rows of the matrix are a
+run's cases (with the features each exercises) or a check's shapes and nodes; columns are what ran them.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
-from typing import Any
 
-from conformance.compare import summary_line
-from reports.console import FAILING, STATUS_ORDER
-from reports.junit import suite_name
-from reports.svg import LATENCY_KEYS, latency_figures, output_diffs, step_figures
+from conformance.diffs import summary_line
+from conformance.records import Result, ResultDocument
+from conformance.status import FAILING, PASSING, SKIP, STATUSES, UNCHECKED, XFAIL
+from reports.labels import LOOKS, against, checked, noun, row_label, suite_name
+from reports.latency import timed
+from reports.svg import LATENCY_KEYS, latency_figures, step_figures
+from reports.text import FILE_MESSAGE, ID, MESSAGE, NAME, count, first_line, joined, safe
 
-__all__ = ["STATUS_SYMBOL", "case_features", "render_html"]
+__all__ = ["render_html"]
 
-STATUS_SYMBOL = {"pass": "✓", "fail": "✗", "xfail": "x", "xpass": "X", "error": "E", "timeout": "T", "skip": "\u2013"}
-STATUS_MEANING = {  # the legend
-    **{"pass": "within tolerance", "fail": "outside tolerance", "xfail": "expected divergence, confirmed"},
-    **{"xpass": "expected to diverge, but passed", "error": "export, load or run failed"},
-    **{"timeout": "killed after the time limit", "skip": "not available here"},
-}
-WORST_PASSING = 5  # error curves for this many passing lanes closest to their tolerance
+WORST_PASSING = 5  # error curves for this many passing results closest to their tolerance
 _EXPORTER_ORDER = {"none": 0, "onnx-native": 1}
+_RUN_KEYS = ("command", "model", "suites", "select", "lanes", "wall_seconds", "argv")
+
+Column = tuple[str, str]  # (exporter, runtime)
+Row = tuple[str, str, str]  # (case, kind, node)
 
 
-def render_html(document: dict[str, Any]) -> str:
+def render_html(document: ResultDocument) -> str:
     """The result document as one HTML page (a string)."""
-    results: list[dict[str, Any]] = sorted(document.get("results", []), key=lambda r: str(r.get("id")))
-    run = document.get("run") or {}
-    suites = ", ".join(map(str, run.get("suites") or [])) or "conformance"
+    results = tuple(sorted(document.results, key=lambda r: r.id))
+    command, names = checked(document)
+    if command == "check":
+        model = names[0] + (f" against {against(document)}" if against(document) else "")
+        title, heading = f"lstm-conformance check: {model}", ("lstm-conformance check", model)
+    else:
+        what = ", ".join(names) or "conformance"
+        title, heading = f"lstm-conformance: {what}", ("lstm-conformance", what)
     body = [
-        _header(document, results, suites),
-        _matrix_section(results),
-        _failures_section(results),
+        _header(document, results, heading),
+        _matrix_section(document, results),
+        _failures_section(document, results),
         _curves_section(results),
         _latency_section(results),
-        _expected_section(results),
+        _expected_section(results, noun(document)),
         _environment_section(document),
     ]
-    title = f"lstm-conformance: {suites}"
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<title>{_h(title, ID)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
         + "\n".join(part for part in body if part)
         + "\n</main>\n</body>\n</html>\n"
     )
 
 
-def case_features(
-    results: list[dict[str, Any]], loaded: dict[str, dict[str, tuple[str, ...]]] | None = None
-) -> dict[tuple[str, str], tuple[str, ...]]:
-    """Feature labels per (suite, case): from the suite's cases when it loads, else derived from the case id."""
-    loaded = _suite_cases({str(r.get("suite", "")) for r in results}) if loaded is None else loaded
-    keys = {(str(r.get("suite", "")), str(r.get("case", ""))) for r in results}
-    return {(suite, case): loaded.get(suite, {}).get(case) or (_feature_from_id(case),) for suite, case in keys}
-
-
-def _suite_cases(suites: set[str]) -> dict[str, dict[str, tuple[str, ...]]]:
-    """Each suite's case ids (in file order) with their features; empty for a suite that does not load."""
-    from conformance.cases import load_suite
-
-    out: dict[str, dict[str, tuple[str, ...]]] = {}
-    for suite in suites:
-        try:
-            out[suite] = {case.id: case.features() for case in load_suite(suite).cases}
-        except Exception:  # a moved suite file or a changed format: the report still renders
-            out[suite] = {}
-    return out
-
-
-def _feature_from_id(case_id: str) -> str:
-    """``activation-elu`` -> ``activation``, ``shapes-1l[9-1]`` -> ``shapes``: the id's first word."""
-    return case_id.split("[", 1)[0].split("-", 1)[0] or case_id
+def _h(text: object, limit: int | None = NAME, *, multiline: bool = False) -> str:
+    """Text from the file, safe and escaped for HTML (element content and quoted attributes)."""
+    return escape(safe(text, limit, multiline=multiline))
 
 
 # --- sections --------------------------------------------------------------------------------------
 
 
-def _header(document: dict[str, Any], results: list[dict[str, Any]], suites: str) -> str:
-    counts = Counter(str(r.get("status")) for r in results)
+def _header(document: ResultDocument, results: Sequence[Result], heading: tuple[str, str]) -> str:
+    counts = Counter(r.status for r in results)
+    word = noun(document)
     failing = sum(counts[s] for s in FAILING)
     if failing:
-        verdict, css = f"✗ FAIL: {failing} failing lane{'s' if failing != 1 else ''}", "verdict-fail"
-    elif counts["pass"] or counts["xfail"]:
-        verdict, css = "✓ PASS: every lane that ran conforms", "verdict-pass"
+        verdict, css = f"✗ FAIL: {failing} failing {word}{'s' if failing != 1 else ''}", "verdict-fail"
+    elif any(counts[s] for s in PASSING):
+        verdict, css = f"✓ PASS: every {word} that ran conforms", "verdict-pass"
     else:
-        verdict, css = "nothing ran", "verdict-none"
-    run, wall = document.get("run") or {}, (document.get("run") or {}).get("wall_seconds")
-    facts = [f"{len(results)} lanes", *([f"{wall:.1f} s"] if isinstance(wall, (int, float)) else [])]
+        verdict, css = "nothing was checked", "verdict-none"
+    run = document.run
+    wall = run.get("wall_seconds")
+    facts = [count(len(results), word)]
+    facts += [f"{wall:.1f} s"] if isinstance(wall, (int, float)) and not isinstance(wall, bool) else []
     facts += [f"-k {run['select']}"] if run.get("select") else []
     chips = "".join(
-        f'<li class="chip st-{s}"><span class="sym" aria-hidden="true">{STATUS_SYMBOL.get(s, "?")}</span> '
-        f"<b>{counts[s]}</b> {escape(s)}</li>"
-        for s in [*STATUS_ORDER, *sorted(set(counts) - set(STATUS_ORDER))]
+        f'<li class="chip st-{s}"><span class="sym" aria-hidden="true">{LOOKS[s].symbol}</span> '
+        f"<b>{counts[s]}</b> {s}</li>"
+        for s in STATUSES
         if counts[s]
     )
     planned, done = run.get("lanes"), run.get("completed", len(results))
     warning = ""
     if run.get("interrupted") or (isinstance(planned, int) and isinstance(done, int) and done < planned):
-        finished = escape(f"The run was interrupted: {done} of {planned} planned lanes finished.")
-        warning = f'<p class="note">{finished}</p>'
+        finished = f"The run was interrupted: {done} of {planned} planned lanes finished."
+        warning = f'<p class="note">{_h(finished, ID)}</p>'
     return (
-        f'<header><h1>lstm-conformance <span class="muted">· {escape(suites)}</span></h1>'
+        f'<header><h1>{escape(heading[0])} <span class="muted">· {_h(heading[1], ID)}</span></h1>'
         f'<p class="verdict {css}">{escape(verdict)}</p>'
-        f'<ul class="chips" aria-label="lanes by status">{chips}</ul>'
-        f'<p class="muted">{escape(" · ".join(facts))}</p>{warning}{_toc(results)}</header>'
+        f'<ul class="chips" aria-label="{word}s by status">{chips}</ul>'
+        f'<p class="muted">{_h(" · ".join(facts), MESSAGE)}</p>{warning}{_toc(document, results)}</header>'
     )
 
 
-def _toc(results: list[dict[str, Any]]) -> str:
-    links = [("matrix", "Conformance matrix")]
-    if any(r.get("status") in FAILING for r in results):
-        links.append(("failures", "Failing lanes"))
+def _toc(document: ResultDocument, results: Sequence[Result]) -> str:
+    word = noun(document)
+    links = [("matrix", "Matrix" if word == "result" else "Conformance matrix")]
+    if any(r.status in FAILING for r in results):
+        links.append(("failures", f"Failing {word}s"))
     links.append(("curves", "Error per time step"))
-    if any(isinstance(r.get("latency"), dict) for r in results):
+    if any(timed(r) is not None for r in results):
         links.append(("latency", "Latency"))
-    links += [("expected", "Expected divergences and skips"), ("environment", "Environment")]
+    links += [("expected", "Expected divergences and unchecked results"), ("environment", "Environment")]
     return '<nav><ul class="toc">' + "".join(f'<li><a href="#{a}">{t}</a></li>' for a, t in links) + "</ul></nav>"
 
 
-def _matrix_section(results: list[dict[str, Any]]) -> str:
-    loaded = _suite_cases({str(r.get("suite", "")) for r in results})
-    features = case_features(results, loaded)
-    order = {suite: {case: i for i, case in enumerate(cases)} for suite, cases in loaded.items()}
-    by_suite: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in results:
-        by_suite[str(record.get("suite", ""))].append(record)
-    failing_ids = _failing_anchor_ids(results)
+def _matrix_section(document: ResultDocument, results: Sequence[Result]) -> str:
+    command, names = checked(document)
+    groups: dict[str, list[Result]] = defaultdict(list)
+    for result in results:
+        groups[names[0] if command == "check" else suite_name(result.suite)].append(result)
+    anchors = _failing_anchors(results)
     legend = "".join(
-        f'<li><span class="cell st-{s}" aria-hidden="true">{STATUS_SYMBOL[s]}</span> <b>{s}</b>: '
-        f"{STATUS_MEANING[s]}</li>"
-        for s in STATUS_ORDER
+        f'<li><span class="cell st-{s}" aria-hidden="true">{look.symbol}</span> <b>{s}</b>: {look.meaning}</li>'
+        for s, look in LOOKS.items()
     )
-    legend += '<li><span class="cell none" aria-hidden="true"></span> no such lane</li>'
-    tables = [
-        _matrix_table(suite, by_suite[suite], features, order.get(suite, {}), failing_ids) for suite in sorted(by_suite)
-    ]
+    legend += '<li><span class="cell none" aria-hidden="true"></span> did not run</li>'
+    if command == "check":
+        intro = (
+            "Rows are the inputs that ran (shape) and each LSTM node or the whole model; columns are the "
+            "runtimes. Hover a cell for its status and message; a failing cell links to its details."
+        )
+        tables = [_matrix_table(f"Model <code>{_h(group, ID)}</code>", groups[group], anchors) for group in groups]
+    else:
+        intro = (
+            "Rows are cases with the features they exercise; columns are lanes: the runtime (bold) and the "
+            "exporter that fed it. Hover a cell for its status and message; a failing cell links to its details."
+        )
+        tables = [
+            _matrix_table(f"Suite <code>{_h(group)}</code>", groups[group], anchors, cases=True)
+            for group in sorted(groups)
+        ]
+    title = "Matrix" if command == "check" else "Conformance matrix"
     return (
-        '<section id="matrix"><h2>Conformance matrix</h2><p class="muted">Rows are cases with the features they '
-        "exercise; columns are lanes: the runtime (bold) and the exporter that fed it. Hover a cell for its status "
-        "and message; a failing cell links to its details.</p>"
+        f'<section id="matrix"><h2>{title}</h2><p class="muted">{intro}</p>'
         f'<ul class="legend">{legend}</ul>{"".join(tables)}</section>'
     )
 
 
-def _matrix_table(
-    suite: str,
-    records: list[dict[str, Any]],
-    features: dict[tuple[str, str], tuple[str, ...]],
-    known: dict[str, int],
-    failing_ids: dict[str, str],
-) -> str:
-    """One suite's cases (rows, in file order) by lanes (columns, grouped by exporter)."""
-    lanes = sorted(
-        {(str(r.get("exporter")), str(r.get("runtime"))) for r in records},
-        key=lambda lane: (_EXPORTER_ORDER.get(lane[0], 9), lane),
+def _matrix_table(heading: str, results: Sequence[Result], anchors: Mapping[str, str], *, cases: bool = False) -> str:
+    """One group's rows (cases, or shapes x nodes) by columns (exporter/runtime, grouped by exporter)."""
+    columns: list[Column] = sorted(
+        {(r.exporter, r.runtime) for r in results}, key=lambda c: (_EXPORTER_ORDER.get(c[0], 9), c)
     )
-    starts = {lane for i, lane in enumerate(lanes) if i == 0 or lanes[i - 1][0] != lane[0]}  # exporter groups
-    case_order = sorted({str(r.get("case")) for r in records}, key=lambda c: (known.get(c, len(known)), c))
-    cells = {(str(r.get("case")), str(r.get("exporter")), str(r.get("runtime"))): r for r in records}
+    starts = {c for i, c in enumerate(columns) if i == 0 or columns[i - 1][0] != c[0]}  # exporter groups
+    labels: dict[Row, str] = {}
+    features: dict[Row, tuple[str, ...]] = {}
+    cells: dict[tuple[Row, Column], Result] = {}
+    for result in results:
+        row = (result.case, result.kind, result.node or "")
+        if row not in labels or result.shape:  # a result that recorded its shape names the row best
+            labels[row] = row_label(result)
+        features[row] = tuple(dict.fromkeys((*features.get(row, ()), *result.features)))
+        cells[(row, (result.exporter, result.runtime))] = result
+    rows = sorted(labels, key=lambda row: (features[row][:1], labels[row], row) if cases else (labels[row], row))
+    single = len({c[0] for c in columns}) == 1 and not cases  # a check: every column is the user's model
     head = "".join(
-        f'<th scope="col" class="rt{" start" if (e, rt) in starts else ""}" title="{escape(e)}/{escape(rt)}">'
-        f'<div><span class="r">{escape(rt)}</span><span class="e">{escape(_exporter_label(e))}</span></div></th>'
-        for e, rt in lanes
+        f'<th scope="col" class="rt{" start" if c in starts and not single else ""}" title="{_h(c[0])}/{_h(c[1])}">'
+        f'<div><span class="r">{_h(c[1])}</span>'
+        + ("" if single else f'<span class="e">{_h(_exporter_label(c[0]))}</span>')
+        + "</div></th>"
+        for c in columns
     )
-    rows = []
-    for case in case_order:
+    body = []
+    for row in rows:
         chips = "".join(
-            f'<span class="feat{" dim" if f[:2] in ("T=", "B=", "H=") else ""}">{escape(f)}</span>'
-            for f in features.get((suite, case), ())
+            f'<span class="feat{" dim" if f[:2] in ("T=", "B=", "H=") else ""}">{_h(f)}</span>' for f in features[row]
         )
-        row = [f'<th scope="row" class="case">{escape(case)}</th>']
-        for lane in lanes:
-            record = cells.get((case, *lane))
-            start = " start" if lane in starts else ""
-            row.append(
-                _cell(record, failing_ids, start)
-                if record
-                else f'<td class="cell none{start}" title="no such lane"></td>'
+        tds = [f'<th scope="row" class="case">{_h(labels[row], ID)}</th>']
+        for column in columns:
+            start = " start" if column in starts and not single else ""
+            found = cells.get((row, column))
+            tds.append(
+                _cell(found, anchors, start) if found else f'<td class="cell none{start}" title="did not run"></td>'
             )
-        row.append(f'<td class="feats">{chips}</td>')
-        rows.append(f"<tr>{''.join(row)}</tr>")
+        tds.append(f'<td class="feats">{chips}</td>')
+        body.append(f"<tr>{''.join(tds)}</tr>")
+    what = "cases" if cases else "rows"
+    columns_word = "lane columns" if cases else "runtime columns"
     return (
-        f'<h3>Suite <code>{escape(suite_name(suite))}</code> <span class="muted">{len(case_order)} cases \u00d7 '
-        f"{len(lanes)} lane columns</span></h3>"
-        f'<div class="scroll"><table class="matrix"><caption class="vh">{escape(suite)}: cases by lane</caption>'
-        f'<thead><tr><th scope="col" class="corner">case</th>{head}<th scope="col" class="corner">features</th>'
-        f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        f'<h3>{heading} <span class="muted">{len(rows)} {what} \u00d7 {len(columns)} {columns_word}</span></h3>'
+        f'<div class="scroll"><table class="matrix"><caption class="vh">{what} by column</caption>'
+        f'<thead><tr><th scope="col" class="corner">{"case" if cases else "input · node"}</th>{head}'
+        f'<th scope="col" class="corner">features</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>'
     )
 
 
@@ -198,150 +199,157 @@ def _exporter_label(exporter: str) -> str:
     return "no export" if exporter == "none" else exporter  # the reference runtime reads the weights
 
 
-def _cell(record: dict[str, Any], failing_ids: dict[str, str], extra_class: str = "") -> str:
-    status = str(record.get("status"))
-    tip = f"{record.get('id')}\n{status}: {_one_line(record)}"
-    symbol = STATUS_SYMBOL.get(status, "?")
-    content = f'<span aria-hidden="true">{symbol}</span><span class="vh">{escape(status)}</span>'
-    anchor = failing_ids.get(str(record.get("id")))
+def _cell(result: Result, anchors: Mapping[str, str], extra_class: str = "") -> str:
+    tip = f"{safe(result.id, ID)}\n{result.status}: {safe(_one_line(result), MESSAGE)}"
+    content = f'<span aria-hidden="true">{LOOKS[result.status].symbol}</span><span class="vh">{result.status}</span>'
+    anchor = anchors.get(result.id)
     if anchor:
         content = f'<a href="#{anchor}">{content}</a>'
-    return f'<td class="cell st-{escape(status)}{extra_class}" title="{escape(tip)}">{content}</td>'
+    return f'<td class="cell st-{result.status}{extra_class}" title="{escape(tip)}">{content}</td>'
 
 
-def _failures_section(results: list[dict[str, Any]]) -> str:
-    failing = [r for r in results if r.get("status") in FAILING]
+def _failures_section(document: ResultDocument, results: Sequence[Result]) -> str:
+    failing = [r for r in results if r.status in FAILING]
     if not failing:
         return ""
-    anchors = _failing_anchor_ids(results)
+    anchors = _failing_anchors(results)
     items = []
-    for record in failing:
-        expected, note = record.get("expected"), ""
-        if isinstance(expected, dict):
+    for result in failing:
+        note = ""
+        if result.expected is not None:
             note = (
-                f'<p class="note">Expected to {escape(str(expected.get("status", "fail")))}: '
-                f"{escape(str(expected.get('reason', '')))}{_reference(expected.get('reference'))}</p>"
+                f'<p class="note">Expected to {_h(result.expected.status)}: '
+                f"{_h(result.expected.reason, MESSAGE)}{_reference(result.expected.reference)}</p>"
             )
         items.append(
-            f'<article class="lane" id="{anchors[str(record["id"])]}"><h3>{_badge(str(record.get("status")))} '
-            f"<code>{escape(str(record['id']))}</code></h3>"
-            f"{note}<pre>{escape(str(record.get('message', '')))}</pre>{_details(record)}</article>"
+            f'<article class="lane" id="{anchors[result.id]}"><h3>{_badge(result.status)} '
+            f"<code>{_h(result.id, ID)}</code></h3>"
+            f"{note}<pre>{_h(result.message, FILE_MESSAGE, multiline=True)}</pre>{_details(result)}</article>"
         )
-    return f'<section id="failures"><h2>Failing lanes ({len(failing)})</h2>{"".join(items)}</section>'
+    word = noun(document)
+    return f'<section id="failures"><h2>Failing {word}s ({len(failing)})</h2>{"".join(items)}</section>'
 
 
-def _curves_section(results: list[dict[str, Any]]) -> str:
+def _curves_section(results: Sequence[Result]) -> str:
     figures = [
-        f'<figure class="curve"><figcaption>{_badge(str(f.record.get("status")))} '
-        f"<code>{escape(str(f.record.get('id')))}</code><br>"
-        f'<span class="muted">{escape(f.why)} · {escape(f.caption)}</span></figcaption>{f.svg}</figure>'
+        f'<figure class="curve"><figcaption>{_badge(f.result.status)} '
+        f"<code>{_h(f.result.id, ID)}</code><br>"
+        f'<span class="muted">{escape(f.why)} · {_h(f.caption, None)}</span></figcaption>{f.svg}</figure>'
         for f in step_figures(results, worst_passing=WORST_PASSING)
     ]
-    body = f'<div class="grid">{"".join(figures)}</div>' if figures else "<p>No lane recorded errors per step.</p>"
+    body = f'<div class="grid">{"".join(figures)}</div>' if figures else "<p>No result recorded errors per step.</p>"
     return (
         '<section id="curves"><h2>Error per time step</h2><p class="muted">Greatest absolute error at each step '
-        f"of every output with a time axis, for each failing lane and the {WORST_PASSING} passing lanes closest to "
-        "their tolerance. The green band is the allowed error for |expected| between 0 and 1; "
+        f"of every output with a time axis, for each failing result and the {WORST_PASSING} passing results "
+        "closest to their tolerance. The green band is the allowed error for |expected| between 0 and 1; "
         f"headroom is error / allowed (above 1 fails).</p>{body}</section>"
     )
 
 
-def _latency_section(results: list[dict[str, Any]]) -> str:
+def _latency_section(results: Sequence[Result]) -> str:
     blocks = []
     header = "".join(f"<th>{k.removesuffix('_ms')}</th>" for k in LATENCY_KEYS)
     for figure in latency_figures(results):
         rows = "".join(
-            f"<tr><td><code>{escape(case)}</code></td><td>{escape(exporter)}</td>"
+            f"<tr><td><code>{_h(case)}</code></td><td>{_h(exporter)}</td>"
             + "".join(f'<td class="num">{escape(c)}</td>' for c in cells)
             + "</tr>"
             for case, exporter, *cells in figure.rows
         )
         blocks.append(
-            f"<h3><code>{escape(figure.runtime)}</code></h3>{figure.svg}<details><summary>numbers (ms)</summary>"
+            f"<h3><code>{_h(figure.runtime, ID)}</code></h3>{figure.svg}<details><summary>numbers (ms)</summary>"
             f'<table class="data"><thead><tr><th>case</th><th>exporter</th>{header}<th>runs</th></tr></thead>'
             f"<tbody>{rows}</tbody></table></details>"
         )
     return f'<section id="latency"><h2>Latency per runtime</h2>{"".join(blocks)}</section>' if blocks else ""
 
 
-def _expected_section(results: list[dict[str, Any]]) -> str:
-    by_reason: dict[str, list[tuple[str, str]]] = defaultdict(list)  # reason: (lane id, reference)
-    for record in results:
-        expected = record.get("expected")
-        if record.get("status") == "xfail" and isinstance(expected, dict):
-            reference = str(expected.get("reference") or "")
-            by_reason[str(expected.get("reason", ""))].append((str(record["id"]), reference))
-    skipped = Counter(str(r.get("message", "")) for r in results if r.get("status") == "skip")
+def _expected_section(results: Sequence[Result], word: str) -> str:
+    by_reason: dict[str, list[tuple[str, str]]] = defaultdict(list)  # reason: (result id, reference)
+    for result in results:
+        if result.status == XFAIL and result.expected is not None:
+            by_reason[result.expected.reason].append((result.id, result.expected.reference or ""))
     rows = "".join(
-        f'<tr><td class="num">{len(lanes)}</td><td>{escape(reason)}'
-        + "".join(_reference(ref) for ref in dict.fromkeys(ref for _, ref in lanes))
-        + f"</td><td><details><summary>lanes</summary>{'<br>'.join(f'<code>{escape(i)}</code>' for i, _ in lanes)}"
-        "</details></td></tr>"
-        for reason, lanes in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        f'<tr><td class="num">{len(ids)}</td><td>{_h(reason, MESSAGE)}'
+        + "".join(_reference(ref) for ref in dict.fromkeys(ref for _, ref in ids))
+        + f"</td><td><details><summary>{word}s</summary>"
+        + "<br>".join(f"<code>{_h(i, ID)}</code>" for i, _ in ids)
+        + "</details></td></tr>"
+        for reason, ids in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     )
-    skips = "".join(f'<tr><td class="num">{n}</td><td>{escape(m)}</td></tr>' for m, n in skipped.most_common())
-    head = "<tr><th>lanes</th><th>expected divergence (confirmed)</th><th>which</th></tr>"
-    expected = f'<table class="data">{head}{rows}</table>' if rows else "<p>No expected divergence showed up.</p>"
-    if skips:
-        expected += f'<table class="data"><tr><th>lanes</th><th>skipped because</th></tr>{skips}</table>'
-    return f'<section id="expected"><h2>Expected divergences and skips</h2>{expected}</section>'
+    head = f"<tr><th>{word}s</th><th>expected divergence (confirmed)</th><th>which</th></tr>"
+    body = f'<table class="data">{head}{rows}</table>' if rows else "<p>No expected divergence showed up.</p>"
+    for status in sorted(UNCHECKED, key=STATUSES.index):
+        reasons = Counter(r.message for r in results if r.status == status)
+        because = "skipped because" if status == SKIP else "not exercised because"
+        cells = "".join(
+            f'<tr><td class="num">{n}</td><td>{_h(m, MESSAGE)}</td></tr>'
+            for m, n in sorted(reasons.items(), key=lambda kv: -kv[1])
+        )
+        if cells:
+            body += f'<table class="data"><tr><th>{word}s</th><th>{because}</th></tr>{cells}</table>'
+    return f'<section id="expected"><h2>Expected divergences and unchecked results</h2>{body}</section>'
 
 
-def _environment_section(document: dict[str, Any]) -> str:
-    env, run = document.get("environment") or {}, document.get("run") or {}
+def _environment_section(document: ResultDocument) -> str:
+    env, run = document.environment, document.run
     rows = [(key, str(env[key])) for key in ("python", "platform", "cpu", "cpu_count") if key in env]
-    rows.append(("gpus", ", ".join(map(str, env.get("gpus") or [])) or "none"))
-    rows.append(("onnxruntime providers", ", ".join(map(str, env.get("onnxruntime_providers") or []))))
-    rows += [(name, str(version)) for name, version in sorted((env.get("versions") or {}).items())]
-    rows += [(f"run: {k}", _plain(run[k])) for k in ("suites", "select", "lanes", "wall_seconds", "argv") if k in run]
-    rows.append(("schema_version", str(document.get("schema_version", ""))))
+    rows.append(("gpus", joined(env.get("gpus") or []) or "none"))
+    rows.append(("onnxruntime providers", joined(env.get("onnxruntime_providers") or [])))
+    versions = env.get("versions")
+    rows += [(name, str(v)) for name, v in sorted(versions.items())] if isinstance(versions, dict) else []
+    rows += [(f"run: {key}", _plain(run[key])) for key in _RUN_KEYS if key in run]
+    rows.append(("schema_version", str(document.schema_version)))
     return f'<section id="environment"><h2>Environment</h2>{_key_value_table(rows, "data env")}</section>'
 
 
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _failing_anchor_ids(results: list[dict[str, Any]]) -> dict[str, str]:
-    failing = [str(r.get("id")) for r in results if r.get("status") in FAILING]
-    return {lane_id: f"lane-{i}" for i, lane_id in enumerate(failing, 1)}
+def _failing_anchors(results: Iterable[Result]) -> dict[str, str]:
+    failing = [r.id for r in results if r.status in FAILING]
+    return {result_id: f"lane-{i}" for i, result_id in enumerate(failing, 1)}
 
 
-def _one_line(record: dict[str, Any]) -> str:
-    failed = [summary_line(d) for d in output_diffs(record) if not d.passed]
-    if failed and record.get("status") in ("fail", "xfail"):
+def _one_line(result: Result) -> str:
+    failed = [summary_line(d) for d in result.outputs if not d.passed]
+    if failed and result.status in ("fail", "xfail"):
         return "; ".join(failed)
-    message = str(record.get("message", ""))
-    return next((line.strip() for line in message.splitlines() if line.strip()), "")
+    return first_line(result.message)
 
 
 def _badge(status: str) -> str:
-    return f'<span class="badge st-{escape(status)}">{STATUS_SYMBOL.get(status, "?")} {escape(status)}</span>'
+    return f'<span class="badge st-{status}">{LOOKS[status].symbol} {status}</span>'
 
 
-def _details(record: dict[str, Any]) -> str:
-    rows = [(summary_line(d).split(": ", 1)[0], summary_line(d).split(": ", 1)[-1]) for d in output_diffs(record)]
-    artifact = record.get("artifact") or {}
+def _details(result: Result) -> str:
+    rows = [tuple(summary_line(d).split(": ", 1)) for d in result.outputs]
+    pairs: list[tuple[str, str]] = [(r[0], r[-1]) for r in rows]
+    artifact = result.artifact or {}
     for key in ("exporter", "opset", "producer", "size_bytes", "cached"):
         if key in artifact:
-            rows.append((f"artifact {key}", _plain(artifact[key])))
-    if artifact.get("op_histogram"):
-        rows.append(("artifact ops", ", ".join(f"{k} {v}" for k, v in sorted(artifact["op_histogram"].items()))))
-    rows += [(f"placement {node}", str(where)) for node, where in sorted((record.get("placement") or {}).items())]
-    rows += [(f"setting {key}", _plain(value)) for key, value in sorted((record.get("settings") or {}).items())]
-    if isinstance(record.get("duration_s"), (int, float)):
-        rows.append(("duration", f"{record['duration_s']} s"))
-    if not rows:
+            pairs.append((f"artifact {key}", _plain(artifact[key])))
+    histogram = artifact.get("op_histogram")
+    if isinstance(histogram, dict) and histogram:
+        pairs.append(("artifact ops", ", ".join(f"{k} {v}" for k, v in sorted(histogram.items()))))
+    pairs += [(f"placement {node}", str(where)) for node, where in sorted(result.placement.items())]
+    pairs += [(f"setting {key}", _plain(value)) for key, value in sorted(result.settings.items())]
+    if result.node is not None:
+        pairs.append(("node", result.node))
+    if result.duration_s is not None:
+        pairs.append(("duration", f"{result.duration_s} s"))
+    if not pairs:
         return ""
-    return f"<details><summary>outputs, artifact, placement, settings</summary>{_key_value_table(rows)}</details>"
+    return f"<details><summary>outputs, artifact, placement, settings</summary>{_key_value_table(pairs)}</details>"
 
 
-def _key_value_table(rows: list[tuple[str, str]], css: str = "data") -> str:
-    body = "".join(f"<tr><th scope='row'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+def _key_value_table(rows: Sequence[tuple[str, str]], css: str = "data") -> str:
+    body = "".join(f"<tr><th scope='row'>{_h(k, ID)}</th><td>{_h(v, MESSAGE)}</td></tr>" for k, v in rows)
     return f'<table class="{css}">{body}</table>'
 
 
-def _reference(reference: object) -> str:
-    return f' <span class="ref">(see {escape(str(reference))})</span>' if reference else ""
+def _reference(reference: str | None) -> str:
+    return f' <span class="ref">(see {_h(reference, ID)})</span>' if reference else ""
 
 
 def _plain(value: object) -> str:
@@ -381,7 +389,7 @@ span.cell{display:inline-block;line-height:24px}.cell a{color:inherit;text-decor
 .st-pass{background:#dff3e3;color:#1b5e20}.st-fail{background:#d32f2f;color:#fff}
 .st-xfail{background:#fff0c2;color:#7a5200}.st-xpass{background:#ad1457;color:#fff}
 .st-error{background:#e65100;color:#fff}.st-timeout{background:#5d4037;color:#fff}
-.st-skip{background:#eceff1;color:#607080}
+.st-skip{background:#eceff1;color:#607080}.st-not-exercised{background:#e0f2f1;color:#00695c}
 .badge{display:inline-block;padding:1px 8px;border-radius:5px;font-size:12.5px;font-weight:700}
 article.lane{border-top:1px solid var(--line);padding-top:6px}
 pre{background:#0f172a;color:#e5e7eb;padding:12px 14px;border-radius:8px;overflow-x:auto;

@@ -13,12 +13,22 @@ marked ``*``. A median whose 95% interval missed its target width is marked ``~`
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
+
+from conformance.records import Result
+from reports.text import NAME, markdown_inline, safe
+
+__all__ = ["LATENCY_KEYS", "latency_markdown", "latency_tables", "number", "timed"]
+
+# What a lane's ``latency`` must hold, as numbers, to be shown (``conformance.timing.Latency.to_dict``).
+LATENCY_KEYS = ("median_ms", "p90_ms", "p99_ms", "min_ms", "stdev_ms", "ci_low_ms", "ci_high_ms", "count")
 
 COLUMNS = (
     "runtime",
@@ -58,25 +68,40 @@ def _ms(value: float) -> str:
     return f"{value:.4f}"
 
 
-def _rows(results: list[dict[str, Any]], baseline: str | None) -> dict[str, list[_Row]]:
+def number(value: object) -> float | None:
+    """``value`` as a finite float, or ``None`` (a bool, a string, NaN and infinity are not numbers here)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def timed(result: Result) -> Mapping[str, Any] | None:
+    """The result's latency when it holds every number a table shows, else ``None``."""
+    latency = result.latency
+    if latency is None or any(number(latency.get(key)) is None for key in LATENCY_KEYS):
+        return None
+    return latency
+
+
+def _rows(results: Sequence[Result], baseline: str | None) -> dict[str, list[_Row]]:
     """Per case (sorted), the rows of its timed lanes, fastest first."""
-    by_case: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in results:
-        if isinstance(record.get("latency"), dict):
-            by_case[record["case"]].append(record)
+    by_case: dict[str, list[tuple[Result, Mapping[str, Any]]]] = defaultdict(list)
+    for result in results:
+        latency = timed(result)
+        if latency is not None:
+            by_case[result.case].append((result, latency))
     tables: dict[str, list[_Row]] = {}
     for case in sorted(by_case):
-        lanes = sorted(by_case[case], key=lambda r: (r["latency"]["median_ms"], r["id"]))
-        own = {r["exporter"]: r["latency"]["median_ms"] for r in lanes if r["runtime"] == baseline}
+        lanes = sorted(by_case[case], key=lambda lane: (lane[1]["median_ms"], lane[0].id))
+        own = {r.exporter: latency["median_ms"] for r, latency in lanes if r.runtime == baseline}
         best = min(own.values(), default=None)
         rows = []
-        for record in lanes:
-            latency = record["latency"]
+        for record, latency in lanes:
             median = latency["median_ms"]
-            reference, fallback = own.get(record["exporter"]), False
+            reference, fallback = own.get(record.exporter), False
             if reference is None and best is not None:
                 reference, fallback = best, True
-            is_baseline = baseline is not None and record["runtime"] == baseline
+            is_baseline = baseline is not None and record.runtime == baseline
             if is_baseline:
                 speedup = "1.00x"
             elif reference is None or median <= 0:
@@ -85,19 +110,19 @@ def _rows(results: list[dict[str, Any]], baseline: str | None) -> dict[str, list
                 speedup = f"{reference / median:.2f}x" + (FALLBACK_MARK if fallback else "")
             converged = bool(latency.get("converged", True))
             half = (latency["ci_high_ms"] - latency["ci_low_ms"]) / 2 / median * 100 if median > 0 else 0.0
-            tokens = latency.get("tokens_per_s")
+            tokens = number(latency.get("tokens_per_s"))
             cells = (
-                record["runtime"],
-                record["exporter"],
-                record["status"],
+                safe(record.runtime, NAME),
+                safe(record.exporter, NAME),
+                record.status,
                 _ms(median) + ("" if converged else UNCONVERGED_MARK),
                 f"{half:.1f}%",
                 _ms(latency["p90_ms"]),
                 _ms(latency["p99_ms"]),
                 _ms(latency["min_ms"]),
                 _ms(latency["stdev_ms"]),
-                str(latency["count"]),
-                f"{tokens:,.0f}" if isinstance(tokens, (int, float)) else "",
+                str(int(latency["count"])),
+                f"{tokens:,.0f}" if tokens is not None else "",
                 speedup,
             )
             rows.append(_Row(cells, is_baseline, fallback and not is_baseline, converged))
@@ -120,7 +145,7 @@ def _notes(rows: list[_Row], baseline: str | None) -> list[str]:
     return notes
 
 
-def latency_tables(results: list[dict[str, Any]], *, baseline: str | None = "ort-cpu") -> list[Table]:
+def latency_tables(results: Sequence[Result], *, baseline: str | None = "ort-cpu") -> list[Table]:
     """One rich table per case with timed lanes; ``baseline=None`` drops the speed-up column."""
     tables = []
     columns = _columns(baseline)
@@ -128,7 +153,7 @@ def latency_tables(results: list[dict[str, Any]], *, baseline: str | None = "ort
         notes = _notes(rows, baseline)
         # Text, not str: case ids such as "clip[forward]" are not rich markup.
         table = Table(
-            title=Text(f"Latency: {case}"),
+            title=Text(f"Latency: {safe(case, NAME)}"),
             title_justify="left",
             caption=Text("\n".join(notes)) if notes else None,
             caption_justify="left",
@@ -141,28 +166,24 @@ def latency_tables(results: list[dict[str, Any]], *, baseline: str | None = "ort
     return tables
 
 
-def latency_markdown(results: list[dict[str, Any]], *, baseline: str | None = "ort-cpu") -> str:
+def latency_markdown(results: Sequence[Result], *, baseline: str | None = "ort-cpu") -> str:
     """The same tables in GitHub-flavoured Markdown (a CI job summary); empty when nothing was timed."""
     columns = _columns(baseline)
     parts = []
     for case, rows in _rows(results, baseline).items():
         lines = [
-            f"### Latency: {case}",
+            f"### Latency: {markdown_inline(case, NAME)}",
             "",
             "| " + " | ".join(columns) + " |",
             "|" + "|".join("---:" if name in RIGHT else "---" for name in columns) + "|",
         ]
         for row in rows:
-            cells = [_escape(c) for c in row.cells[: len(columns)]]
+            cells = [markdown_inline(c, None) for c in row.cells[: len(columns)]]
             if row.is_baseline:
                 cells[0] = f"**{cells[0]}**"
             lines.append("| " + " | ".join(cells) + " |")
         notes = _notes(rows, baseline)
         if notes:
-            lines += ["", *[_escape(note) + "  " for note in notes]]
+            lines += ["", *[markdown_inline(note, None) + "  " for note in notes]]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + ("\n" if parts else "")
-
-
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("*", "\\*").replace("~", "\\~")

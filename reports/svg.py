@@ -12,9 +12,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Any
 
-from conformance.compare import OutputDiff
+from conformance.records import Result
+from conformance.status import FAILING, PASS
+from reports.latency import number, timed
+from reports.text import ID, NAME, safe
 
 __all__ = [
     "LATENCY_KEYS",
@@ -25,7 +27,6 @@ __all__ = [
     "StepFigure",
     "latency_chart",
     "latency_figures",
-    "output_diffs",
     "step_error_chart",
     "step_figures",
 ]
@@ -111,12 +112,12 @@ def step_error_chart(
         parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash_attr}/>')
         if steps <= MARKERS_UP_TO:
             for step, (px, py, value) in enumerate(points):
-                tip = escape(f"{item.name}, step {step}: {_num(value)}")
+                tip = _esc(f"{item.name}, step {step}: {_num(value)}")
                 parts.append(f"{_marker(index, px, py, colour, finite=math.isfinite(value))}<title>{tip}</title></g>")
         elif points:  # a long sequence: mark only its worst step
             step = max(range(len(points)), key=lambda i: _rank(points[i][2]))
             px, py, value = points[step]
-            tip = escape(f"{item.name}: greatest {_num(value)} at step {step}")
+            tip = _esc(f"{item.name}: greatest {_num(value)} at step {step}")
             parts.append(f"{_marker(index, px, py, colour, finite=math.isfinite(value))}<title>{tip}</title></g>")
     legend_x = left
     for index, item in enumerate(series):  # legend above the plot
@@ -157,7 +158,7 @@ def latency_chart(groups: Sequence[tuple[str, Sequence[Bar]]], *, title: str, wi
         for bar in bars:
             mid = cursor + bar_h / 2
             colour = bar.colour
-            tip = escape(f"{group} · {bar.label}: median {_num(bar.median)} ms{bar.detail}")
+            tip = _esc(f"{group} · {bar.label}: median {_num(bar.median)} ms{bar.detail}")
             parts.append(_text(label_w - 8, mid + 4, bar.label, anchor="end", size=12, fill="#333"))
             parts.append(
                 f'<g><title>{tip}</title><rect x="{label_w}" y="{cursor}" '
@@ -183,7 +184,7 @@ def _open(width: int, height: int, title: str, desc: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" {_FONT}>'
-        f"<title>{escape(title)}</title><desc>{escape(desc)}</desc>"
+        f"<title>{_esc(title)}</title><desc>{_esc(desc)}</desc>"
     )
 
 
@@ -201,7 +202,7 @@ def _text(
     transform = f' transform="rotate(-90 {x:.1f} {y:.1f})"' if rotate else ""
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" fill="{fill}" '
-        f'font-weight="{weight}"{transform}>{escape(text)}</text>'
+        f'font-weight="{weight}"{transform}>{_esc(text)}</text>'
     )
 
 
@@ -254,12 +255,11 @@ def _num(value: float) -> str:
 # --- which lanes get a chart, and the charts' data from their records -------------------------------
 
 LATENCY_KEYS = ("median_ms", "p90_ms", "p99_ms", "min_ms", "mean_ms", "stdev_ms", "ci_low_ms", "ci_high_ms")
-_FAILING = frozenset({"fail", "xpass", "error", "timeout"})
 
 
 @dataclass(frozen=True)
 class StepFigure:
-    record: dict[str, Any]
+    result: Result
     why: str  # "failing" or "closest to tolerance"
     svg: str
     caption: str  # headroom per output, and the failed outputs the chart cannot show
@@ -269,94 +269,78 @@ class StepFigure:
 class LatencyFigure:
     runtime: str  # with its provider, where the lanes name one
     svg: str
-    rows: tuple[tuple[str, ...], ...]  # case, exporter, LATENCY_KEYS..., runs
+    rows: tuple[tuple[str, ...], ...]  # case, exporter, LATENCY_KEYS..., runs (raw names: the page escapes)
 
 
-def output_diffs(record: dict[str, Any]) -> list[OutputDiff]:
-    """The record's outputs as ``OutputDiff``; one from another schema version is left out."""
-    diffs = []
-    for data in (record.get("outputs") or {}).values():
-        try:
-            diffs.append(OutputDiff.from_dict(data))
-        except (ValueError, TypeError, KeyError, AttributeError):
-            continue
-    return diffs
-
-
-def step_figures(results: list[dict[str, Any]], *, worst_passing: int) -> list[StepFigure]:
+def step_figures(results: Sequence[Result], *, worst_passing: int) -> list[StepFigure]:
     """Error-per-step charts: every failing lane, then the ``worst_passing`` passes with the least headroom."""
     charted = [(r, _step_series(r)) for r in results]
-    failing = [(r, s) for r, s in charted if r.get("status") in _FAILING and s[0]]
+    failing = [(r, s) for r, s in charted if r.status in FAILING and s[0]]
     passing = sorted(
-        ((r, s) for r, s in charted if r.get("status") == "pass" and s[0]),
-        key=lambda item: (-_headroom(item[0]), str(item[0].get("id"))),
+        ((r, s) for r, s in charted if r.status == PASS and s[0]),
+        key=lambda item: (-_headroom(item[0]), item[0].id),
     )[:worst_passing]
     figures = []
-    for (record, (series, atol, rtol)), why in [
+    for (result, (series, atol, rtol)), why in [
         *((item, "failing") for item in failing),
         *((item, "closest to tolerance") for item in passing),
     ]:
-        svg = step_error_chart(series, atol=atol, rtol=rtol, title=f"{record.get('id')}: error per time step")
-        diffs = output_diffs(record)
-        caption = "headroom " + ", ".join(f"{d.name} {_num(d.headroom)}" for d in sorted(diffs, key=lambda d: d.name))
-        uncharted = sorted(d.name for d in diffs if not d.per_step_max_abs and not d.passed)
+        svg = step_error_chart(series, atol=atol, rtol=rtol, title=f"{safe(result.id, ID)}: error per time step")
+        diffs = sorted(result.outputs, key=lambda d: d.name)
+        caption = "headroom " + ", ".join(f"{safe(d.name, NAME)} {_num(d.headroom)}" for d in diffs)
+        uncharted = [safe(d.name, NAME) for d in diffs if not d.per_step_max_abs and not d.passed]
         if uncharted:
             caption += f"; {', '.join(uncharted)} failed too (no time axis to chart)"
-        figures.append(StepFigure(record, why, svg, caption))
+        figures.append(StepFigure(result, why, svg, caption))
     return figures
 
 
-def latency_figures(results: list[dict[str, Any]]) -> list[LatencyFigure]:
+def latency_figures(results: Sequence[Result]) -> list[LatencyFigure]:
     """One bar chart per runtime (provider) of the lanes that carry latency, grouped by case."""
-    by_runtime: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for record in results:
-        if _latency(record):
-            by_runtime[str(record.get("runtime"))][str(record.get("case"))].append(record)
-    exporters = sorted({str(r.get("exporter")) for cases in by_runtime.values() for rs in cases.values() for r in rs})
+    by_runtime: dict[str, dict[str, list[Result]]] = defaultdict(lambda: defaultdict(list))
+    for result in results:
+        if timed(result) is not None:
+            by_runtime[result.runtime][result.case].append(result)
+    exporters = sorted({r.exporter for cases in by_runtime.values() for rs in cases.values() for r in rs})
     colours = {e: PALETTE[i % len(PALETTE)] for i, e in enumerate(exporters)}  # one colour per exporter
     figures = []
     for runtime in sorted(by_runtime):
         groups, rows, provider = [], [], ""
         for case in sorted(by_runtime[runtime]):
             bars = []
-            for record in sorted(by_runtime[runtime][case], key=lambda r: str(r.get("exporter"))):
-                latency, exporter = _latency(record), str(record.get("exporter"))
-                provider = provider or str((record.get("settings") or {}).get("provider", ""))
-                values = {key: _number(latency.get(key)) for key in LATENCY_KEYS}
+            for result in sorted(by_runtime[runtime][case], key=lambda r: r.exporter):
+                latency = timed(result) or {}
+                provider = provider or str(result.settings.get("provider", ""))
+                values = {key: number(latency.get(key)) for key in LATENCY_KEYS}
                 detail = "".join(
                     f", {k.removesuffix('_ms')} {_num(v)} ms"
                     for k in ("p90_ms", "p99_ms", "min_ms")
                     if (v := values[k])
                 )
-                bars.append(Bar(exporter, float(latency["median_ms"]), values["p90_ms"], detail, colours[exporter]))
-                runs = latency.get("count", len(latency.get("samples_ms") or []))
+                median = float(latency["median_ms"])
+                colour = colours[result.exporter]
+                bars.append(Bar(safe(result.exporter, NAME), median, values["p90_ms"], detail, colour))
                 cells = tuple("" if v is None else _num(v) for v in values.values())
-                rows.append((case, exporter, *cells, str(runs)))
-            groups.append((case, bars))
+                rows.append((case, result.exporter, *cells, str(int(latency["count"]))))
+            groups.append((safe(case, NAME), bars))
         name = f"{runtime} ({provider})" if provider else runtime
-        svg = latency_chart(groups, title=f"{name}: median latency with p90 whisker")
+        svg = latency_chart(groups, title=f"{safe(name, ID)}: median latency with p90 whisker")
         figures.append(LatencyFigure(name, svg, tuple(rows)))
     return figures
 
 
-def _step_series(record: dict[str, Any]) -> tuple[list[Series], float, float]:
-    diffs = [d for d in output_diffs(record) if d.per_step_max_abs]
-    series = [Series(d.name, tuple(d.per_step_max_abs or ())) for d in diffs]
+def _step_series(result: Result) -> tuple[list[Series], float, float]:
+    diffs = [d for d in result.outputs if d.per_step_max_abs]
+    series = [Series(safe(d.name, NAME), tuple(d.per_step_max_abs or ())) for d in diffs]
     atol = max((d.allowed_atol for d in diffs), default=0.0)
     rtol = max((d.allowed_rtol for d in diffs), default=0.0)
     return series, atol, rtol
 
 
-def _headroom(record: dict[str, Any]) -> float:
-    return max((d.headroom for d in output_diffs(record) if not math.isnan(d.headroom)), default=0.0)
+def _headroom(result: Result) -> float:
+    return max((d.headroom for d in result.outputs if not math.isnan(d.headroom)), default=0.0)
 
 
-def _latency(record: dict[str, Any]) -> dict[str, Any]:
-    latency = record.get("latency")
-    return latency if isinstance(latency, dict) and _number(latency.get("median_ms")) is not None else {}
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+def _esc(text: str) -> str:
+    """Escaped for SVG text and attributes, control characters made visible (the callers cap lengths)."""
+    return escape(safe(text, None))

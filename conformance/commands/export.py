@@ -11,13 +11,33 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from exporters.errors import BadInputError
 
-from conformance.cases import Case, available_suites, load_suite
+if TYPE_CHECKING:
+    import numpy as np
+
+    from conformance.cases import Case
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model + reference test data folder (ONNX backend test layout)",
+        description="Export one case's model with one exporter into a self-contained folder: model.onnx and "
+        "test_data_set_0/input_*.pb, output_*.pb holding the float64 reference outputs (as float32).",
+    )
+    p.add_argument("case", help="case id (see `conformance list cases`)")
+    p.add_argument("--suite", action="append", help="suite(s) to look the case up in (default: all packaged)")
+    p.add_argument("--exporter", default="onnx-native", help="exporter id (default onnx-native)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    p.add_argument("--no-cache", action="store_true", help="export again instead of using the export cache")
 
 
 def find_case(case_id: str, suites: list[str] | None) -> Case:
+    from conformance.cases import available_suites, load_suite
+
     names = suites or available_suites()
     for name in names:
         for case in load_suite(name).cases:
@@ -28,13 +48,14 @@ def find_case(case_id: str, suites: list[str] | None) -> Case:
     ids = [c.id for name in names for c in load_suite(name).cases]
     close = difflib.get_close_matches(case_id, ids, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown case {case_id!r}{hint}; `conformance list cases` shows them")
+    raise BadInputError(f"unknown case {case_id!r}{hint}; `conformance list cases` shows them")
 
 
 def write_test_folder(
     model_path: Path, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray], out: Path
 ) -> Path:
     """Copy the model and write its inputs/outputs as TensorProto files; return the data-set folder."""
+    import numpy as np
     import onnx
     from onnx import numpy_helper
 
@@ -49,7 +70,7 @@ def write_test_folder(
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     for k, value_info in enumerate(graph_inputs):
         if value_info.name not in feeds:
-            raise ValueError(f"model input {value_info.name!r} has no data (have: {', '.join(feeds)})")
+            raise BadInputError(f"model input {value_info.name!r} has no data (have: {', '.join(feeds)})")
         tensor = numpy_helper.from_array(np.ascontiguousarray(feeds[value_info.name]), value_info.name)
         (data_dir / f"input_{k}.pb").write_bytes(tensor.SerializeToString())
     for k, value_info in enumerate(model.graph.output):
@@ -68,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     case = find_case(args.case, args.suite)
     exporter = get_exporter(args.exporter)
     if exporter.produces != "onnx":
-        raise ValueError(f"exporter {args.exporter!r} produces a torch module, not an ONNX file")
+        raise BadInputError(f"exporter {args.exporter!r} produces a torch module, not an ONNX file")
     weights = case_weights(case)
     artifact = export(case.model, weights, args.exporter, export_options(case), use_cache=not args.no_cache)
     if not artifact.ok:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("list", help="list suites, cases, exporters and runtimes with their availability")
+    p.add_argument("what", nargs="?", choices=["suites", "cases", "exporters", "runtimes"], help="one section only")
+    p.add_argument("--suite", action="append", help="suite(s) whose cases to list (default: all)")
+    p.add_argument("-k", dest="select", metavar="EXPR", help="select cases by substring expression")
 
 
 def main(args: argparse.Namespace) -> int:
-    from conformance.cases import available_suites, load_suite, select
+    from rich.table import Table
 
-    console = Console()
+    from conformance.cases import available_suites, load_suite, select
+    from conformance.commands.output import console as make_console
+
+    console = make_console()
     what = args.what
     if what in (None, "suites"):
         table = Table(title="Suites", title_justify="left")
@@ -39,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         table = Table(title="Exporters", title_justify="left")
         for column in ("id", "produces", "available", "description"):
             table.add_column(column)
-        for exporter_id in exporter_ids():
+        for exporter_id in exporter_ids(mutants=False):  # the selftest mutants are `conformance selftest`'s
             exporter = get_exporter(exporter_id)
             reason = exporter.unavailable()
             table.add_row(

@@ -1,50 +1,130 @@
-"""Runtime discovery: every backend the harness can run, available here or not."""
+"""Runtime registry: every backend the harness can run, available here or not.
+
+:data:`BUILTIN_RUNTIMES` is the one list of built-in runtimes. Case
+validation reads it without importing any backend (:func:`declared_runtime_ids`,
+:func:`is_nameable`); :func:`all_runtimes` builds the backends from it. Adding
+a runtime is one line there (and, for an ONNX Runtime execution provider this
+list does not know yet, one name in :data:`ORT_PROVIDERS`).
+"""
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import os
+import fnmatch
+from dataclasses import dataclass
 
 from conformance.runtimes.base import Runtime, Session
+from exporters.errors import BadInputError
+from exporters.plugins import load_target, plugins_from_env
 
-__all__ = ["Runtime", "Session", "UnknownRuntimeError", "all_runtimes", "get_runtime", "runtime_ids"]
+__all__ = [
+    "BUILTIN_RUNTIMES",
+    "EXTRA_ENV",
+    "ORT_PROVIDERS",
+    "BuiltinRuntime",
+    "Runtime",
+    "Session",
+    "UnknownRuntimeError",
+    "all_runtimes",
+    "declared_runtime_ids",
+    "extra_runtimes",
+    "get_runtime",
+    "is_nameable",
+    "nameable_runtime_ids",
+    "runtime_ids",
+    "unknown_runtime_hint",
+]
 
 # Extra runtimes as "id=module:Class" entries, comma-separated (plug-ins and test doubles).
 EXTRA_ENV = "CONFORMANCE_EXTRA_RUNTIMES"
 
 
-def extra_runtimes() -> dict[str, str]:
-    """Plug-in runtimes named in the environment: id -> "module:Class" (nothing imported)."""
-    extra = {}
-    for entry in filter(None, os.environ.get(EXTRA_ENV, "").split(",")):
-        runtime_id, _, target = entry.strip().partition("=")
-        extra[runtime_id] = target
-    return extra
+@dataclass(frozen=True)
+class BuiltinRuntime:
+    """A built-in runtime: its id and the factory that builds it, imported only by :func:`all_runtimes`.
+
+    An id with a ``*`` is a family: its factory returns a list, of which the
+    runtimes whose ids no fixed entry has are kept.
+    """
+
+    id: str
+    factory: str  # "module:callable"
+    args: tuple[str, ...] = ()
 
 
-class UnknownRuntimeError(ValueError):
+_ORT = "conformance.runtimes.onnxruntime_runtime"
+_TORCH = "conformance.runtimes.torch_runtime:TorchRuntime"
+BUILTIN_RUNTIMES: tuple[BuiltinRuntime, ...] = (
+    BuiltinRuntime("reference", "conformance.runtimes.reference_runtime:ReferenceRuntime"),
+    BuiltinRuntime("ort-cpu", f"{_ORT}:OrtRuntime", ("CPUExecutionProvider", "all")),
+    BuiltinRuntime("ort-cpu-noopt", f"{_ORT}:OrtRuntime", ("CPUExecutionProvider", "noopt")),
+    BuiltinRuntime("ort-cuda", f"{_ORT}:OrtRuntime", ("CUDAExecutionProvider", "all")),
+    BuiltinRuntime("ort-*", f"{_ORT}:discover"),  # every other compute provider this onnxruntime has
+    BuiltinRuntime("torch-cpu", _TORCH, ("cpu",)),
+    BuiltinRuntime("torch-cuda", _TORCH, ("cuda",)),
+    BuiltinRuntime("onnx-reference", "conformance.runtimes.onnx_reference:OnnxReferenceRuntime"),
+)
+
+# Short names (``ort-<name>``) of the ONNX Runtime execution providers that compute graph nodes, whether
+# or not this build has them: a case may name ``ort-tensorrt`` for the machines that do. From
+# ``onnxruntime.get_all_providers()`` (1.32) plus providers of other builds (acl, armnn, rocm, snpe, tvm,
+# nvtensorrtrtx). AzureExecutionProvider is left out: it runs no node itself, so no runtime is built for it.
+ORT_PROVIDERS = (
+    "acl", "armnn", "cann", "coreml", "cpu", "cuda", "dml", "dnnl", "js", "migraphx", "nnapi", "nvtensorrtrtx",
+    "openvino", "qnn", "rknpu", "rocm", "snpe", "tensorrt", "tvm", "vitisai", "vsinpu", "webgpu", "webnn", "xnnpack",
+)  # fmt: skip
+
+
+class UnknownRuntimeError(BadInputError):
     """A runtime id that no backend provides; the message lists the known ones."""
 
 
-def all_runtimes() -> list[Runtime]:
-    from conformance.runtimes.onnx_reference import OnnxReferenceRuntime
-    from conformance.runtimes.onnxruntime_runtime import discover
-    from conformance.runtimes.reference_runtime import ReferenceRuntime
-    from conformance.runtimes.torch_runtime import TorchRuntime
+def extra_runtimes() -> dict[str, str]:
+    """Plug-in runtimes named in ``CONFORMANCE_EXTRA_RUNTIMES``: id -> "module:Class" (nothing imported)."""
+    return plugins_from_env(EXTRA_ENV)
 
-    runtimes: list[Runtime] = [ReferenceRuntime()]
-    runtimes += discover()
-    runtimes += [TorchRuntime("cpu"), TorchRuntime("cuda"), OnnxReferenceRuntime()]
+
+def declared_runtime_ids() -> list[str]:
+    """The fixed built-in ids, then the plug-ins' (imports nothing): a case's runtimes when it names none."""
+    return [r.id for r in BUILTIN_RUNTIMES if "*" not in r.id] + list(extra_runtimes())
+
+
+def nameable_runtime_ids() -> list[str]:
+    """Every id a case file may name: :func:`declared_runtime_ids` and ``ort-<provider>`` for each provider."""
+    declared = declared_runtime_ids()
+    return declared + [f"ort-{p}" for p in ORT_PROVIDERS if f"ort-{p}" not in declared]
+
+
+def is_nameable(pattern: str) -> bool:
+    """Whether the id or glob ``pattern`` matches an id a case file may name (imports nothing)."""
+    return any(fnmatch.fnmatchcase(runtime_id, pattern) for runtime_id in nameable_runtime_ids())
+
+
+def unknown_runtime_hint(runtime_id: str) -> str:
+    """`` (did you mean 'ort-cpu'?)`` for a misspelt id, or ``""``."""
+    close = difflib.get_close_matches(runtime_id, nameable_runtime_ids(), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def all_runtimes() -> list[Runtime]:
+    """The built-in runtimes in :data:`BUILTIN_RUNTIMES` order, then the plug-ins (this imports the backends)."""
+    fixed = {r.id for r in BUILTIN_RUNTIMES if "*" not in r.id}
+    runtimes: list[Runtime] = []
+    for builtin in BUILTIN_RUNTIMES:
+        made = load_target(builtin.factory)(*builtin.args)
+        if "*" in builtin.id:
+            runtimes += [r for r in made if r.id not in fixed and fnmatch.fnmatchcase(r.id, builtin.id)]
+        else:
+            runtimes.append(made)
     for runtime_id, target in extra_runtimes().items():
-        module_name, _, class_name = target.partition(":")
-        runtime = getattr(importlib.import_module(module_name), class_name)()
+        runtime = load_target(target)()
         runtime.id = runtime_id
         runtimes.append(runtime)
     return runtimes
 
 
 def runtime_ids() -> list[str]:
+    """Ids of :func:`all_runtimes` (this imports the backends)."""
     return [r.id for r in all_runtimes()]
 
 

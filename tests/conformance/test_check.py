@@ -22,11 +22,11 @@ from onnx import numpy_helper
 
 from conformance.cli import main
 from conformance.compare import DEFAULT_TOLERANCES
+from conformance.records import SCHEMA_VERSION
 from exporters.base import ExportOptions
 from exporters.registry import export
 from reference.config import LMConfig, LSTMConfig
 from reference.weights import IOFC_TO_IFGO, generate, generate_lm, permute_gates
-from reports.json_report import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 INPUT, HIDDEN, LAYERS = 8, 16, 2
@@ -89,6 +89,11 @@ def check(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
     return code, captured.out
 
 
+def verdict(out: str) -> str:
+    """The closing line of ``check``: PASS, FAIL or NOTHING CHECKED, with the counts."""
+    return out.rstrip().splitlines()[-1]
+
+
 def json_results(path: Path) -> list[dict[str, Any]]:
     document = json.loads(path.read_text())
     assert document["schema_version"] == SCHEMA_VERSION
@@ -107,7 +112,7 @@ class TestCorrectExports:
             f"{bilstm / 'model.onnx'}: 2-layer bidirectional LSTM, input 8, hidden 16, time-major; "
             "outputs y (Y), h (Y_h), c (Y_c)"
         )
-        assert out.rstrip().endswith("PASS")
+        assert verdict(out).startswith("PASS: ")
 
     def test_with_its_own_trained_weights(self, bilstm: Path, capsys: pytest.CaptureFixture[str]) -> None:
         code, out = check([str(bilstm / "model.onnx"), "--weights", str(bilstm / "model.pt"), *FAST], capsys)
@@ -151,8 +156,9 @@ class TestBrokenExports:
         path = edit_initializers(bilstm / "model.onnx", tmp_path / "model.onnx", perturb)
         code, out = check([str(path), "--weights", str(bilstm / "model.pt"), *FAST], capsys)
         assert code == 1, out
-        assert f"  - layer 1 R: 1 of 2048 values differ, greatest by {moved[0]:.3g} at index (1, 5, 3)" in out
-        assert out.rstrip().endswith("FAIL")
+        cause = f"  - layer 1 R: 1 of 2048 values differ, greatest by {moved[0]:.3g} at index (1, 5, 3)"
+        assert out.splitlines().count(cause) == 1, out  # named once, as a likely cause
+        assert verdict(out).startswith("FAIL: ")
 
     def test_gates_left_in_pytorch_order(
         self, bilstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -200,6 +206,7 @@ class TestBrokenExports:
         assert "- layer 1 R: 1 of " in lane["message"]
         assert document["run"]["causes"] and document["run"]["causes"][0].startswith("layer 1 R: 1 of ")
 
+    @pytest.mark.slow
     def test_dynamo_export_bakes_the_sequence_length(self, capsys: pytest.CaptureFixture[str]) -> None:
         config = LSTMConfig(INPUT, HIDDEN)
         options = ExportOptions(example_seq_len=5, example_batch=2)
@@ -227,7 +234,7 @@ class TestNothingChecked:
         code = main(["run", "-k", "forward", "--runtime", "ort-cuda", "--no-latency", "--out", str(tmp_path)])
         out = capsys.readouterr().out
         assert code == 1, out
-        assert "nothing was checked: every lane was skipped" in out
+        assert "NOTHING CHECKED: none of 3 lanes was checked (see the reasons above)" in out
 
     def test_against_torch_with_every_lane_skipped_is_not_a_pass(
         self, bilstm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -238,13 +245,14 @@ class TestNothingChecked:
             [str(bilstm / "model.onnx"), "--against-torch", "skipmod:build", "--runtime", "ort-cuda"], capsys
         )
         assert code == 1, out
-        assert "nothing was checked: every lane was skipped" in out and "PASS" not in out
+        assert verdict(out) == "NOTHING CHECKED: none of 1 result was checked (see the reasons above)"
+        assert "PASS" not in out
 
     def test_every_lane_skipped_is_not_a_pass(self, bilstm: Path, capsys: pytest.CaptureFixture[str]) -> None:
         code, out = check([str(bilstm / "model.onnx"), "--runtime", "ort-cuda"], capsys)
         assert code == 1, out
-        assert "nothing was checked: every lane was skipped" in out
-        assert "NOTHING CHECKED" in out and "PASS" not in out
+        assert verdict(out) == "NOTHING CHECKED: none of 1 result was checked (see the reasons above)"
+        assert "PASS" not in out
 
 
 class TestInputs:
@@ -282,7 +290,10 @@ class TestJson:
         assert code == 0, out
         document = json.loads(report.read_text())
         assert document["schema_version"] == SCHEMA_VERSION
-        assert document["run"] == {"command": "check", "model": str(bilstm / "model.onnx"), "causes": [], "notes": []}
+        run = document["run"]
+        assert isinstance(run.pop("wall_seconds"), float) and isinstance(run.pop("argv"), list)
+        assert run == {"command": "check", "model": str(bilstm / "model.onnx"), "causes": [], "notes": [],
+                       "against_torch": None}  # fmt: skip
         assert document["summary"] == {"pass": 2}
         assert [r["id"] for r in document["results"]] == [
             "model.onnx[T=3,B=1]/user/ort-cpu",
@@ -338,7 +349,7 @@ class TestAgainstTorch:
         code, out = check([str(bilstm / "model.onnx"), "--against-torch", spec, *FAST], capsys)
         assert code == 1, out
         assert "Tensor-likes are not close!" in out
-        assert out.rstrip().endswith("FAIL")
+        assert verdict(out) == "FAIL: 6 of 6 results failing"
 
 
 def test_checking_an_onnx_file_does_not_import_torch(bilstm: Path) -> None:

@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 
 from conformance import __version__
-from conformance.cases import Case, CaseError, available_suites, load_suite
+from conformance.cases import CaseError, available_suites, load_suite
 from conformance.cli import main
-from conformance.commands.run import plan
-from conformance.lane import NO_EXPORT
 from conformance.runtimes import all_runtimes, runtime_ids
 from exporters.registry import exporter_ids
 
@@ -48,9 +46,7 @@ def bad_input(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 class TestTopLevel:
     def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
-        with pytest.raises(SystemExit) as info:
-            main(["--version"])
-        assert info.value.code == 0
+        assert main(["--version"]) == 0
         assert capsys.readouterr().out == f"conformance {__version__}\n"
 
     def test_no_command_prints_help_and_exits_2(self, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,10 +58,48 @@ class TestTopLevel:
         assert "exit codes: 0 all pass" in out
 
     def test_argparse_usage_errors_exit_2(self, capsys: pytest.CaptureFixture[str]) -> None:
-        with pytest.raises(SystemExit) as info:
-            main(["run", "--jobs", "many"])
-        assert info.value.code == 2
-        assert "argument --jobs: invalid int value: 'many'" in capsys.readouterr().err
+        """A usage error is one ``error:`` line naming the command and the option, like any bad input."""
+        line = bad_input(["run", "--jobs", "many"], capsys)
+        assert line == "error: conformance run: argument --jobs: expected an integer, got 'many'"
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["run", "--timeout", "nan"], "argument --timeout: expected a finite number > 0 and <= 86400, got 'nan'"),
+            (["run", "--timeout", "inf"], "argument --timeout: expected a finite number > 0 and <= 86400, got 'inf'"),
+            (["run", "--latency-budget", "-1"],
+             "argument --latency-budget: expected a finite number > 0 and <= 3600, got '-1'"),
+            (["run", "--jobs", "0"], "argument --jobs: expected an integer >= 1, got '0'"),
+            (["check", "m.onnx", "--atol", "nan", "--rtol", "0"],
+             "argument --atol: expected a finite number >= 0, got 'nan'"),
+            (["check", "m.onnx", "--seq-lens", "1,0"], "argument --seq-lens: expected positive integers, got '1,0'"),
+            (["compare", "a", "b", "--max-slowdown", "0.5"],
+             "argument --max-slowdown: expected a finite number > 1 and <= 1000, got '0.5'"),
+        ],
+    )  # fmt: skip
+    def test_numeric_options_are_finite_and_in_range(
+        self, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert bad_input(argv, capsys) == f"error: conformance {argv[0]}: {message}"
+
+    def test_an_internal_error_is_one_line_and_exit_3(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An exception that is not bad input is a bug: exit 3, one line, no traceback (--debug shows it)."""
+        from conformance.commands import listing
+
+        def broken(args: object) -> int:
+            raise KeyError("boom\nsecond line")
+
+        monkeypatch.setattr(listing, "main", broken)
+        assert main(["list"]) == 3
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (
+            "internal error: KeyError: 'boom\\nsecond line' (a bug; rerun with --debug for the traceback)\n"
+        )
+        with pytest.raises(KeyError):
+            main(["--debug", "list"])
 
 
 class TestList:
@@ -112,8 +146,9 @@ class TestList:
 
     @staticmethod
     def check_exporters(rows: dict[str, list[str]]) -> None:
-        for exporter_id in exporter_ids():
+        for exporter_id in exporter_ids(mutants=False):
             assert rows[exporter_id][2] == "yes", rows[exporter_id]
+        assert not [row for row in rows if row.startswith("mutant-")]  # selftest's, not the user's
         assert rows["onnx-native"][1] == "onnx"
         assert rows["torch-module"][1] == "torch"
 
@@ -202,49 +237,6 @@ class TestRunBadInput:
         argv = ["run", "-k", "forward", "--runtime", "reference", "--timeout", "0", "--out", str(tmp_path)]
         line = bad_input(argv, capsys)
         assert "timeout" in line
-
-
-class TestPlan:
-    def cases(self) -> list[tuple[str, Case]]:
-        return [("smoke", case) for case in load_suite("smoke").cases if case.id in ("forward", "peepholes")]
-
-    def test_lanes_in_case_runtime_exporter_order(self) -> None:
-        lanes = plan(self.cases(), {"reference", "ort-cpu"}, {"onnx-native", "torch-script", NO_EXPORT})
-        assert [lane.id for lane in lanes] == [
-            "forward/none/reference",
-            "forward/onnx-native/ort-cpu",
-            "forward/torch-script/ort-cpu",
-            "peepholes/none/reference",
-            "peepholes/onnx-native/ort-cpu",
-        ]
-        assert {lane.suite for lane in lanes} == {"smoke"}
-
-    def test_runtimes_get_the_artifacts_they_consume(self) -> None:
-        lanes = plan(self.cases(), {"torch-cpu", "onnx-reference"})
-        assert [lane.id for lane in lanes] == [
-            "forward/torch-module/torch-cpu",
-            "forward/onnx-native/onnx-reference",
-            "forward/torch-script/onnx-reference",
-            "forward/torch-dynamo/onnx-reference",
-            "peepholes/onnx-native/onnx-reference",
-        ]
-
-    def test_exporter_none_selects_the_reference_lanes(self) -> None:
-        lanes = plan(self.cases(), None, {NO_EXPORT})
-        assert [lane.id for lane in lanes] == ["forward/none/reference", "peepholes/none/reference"]
-
-    def test_an_exporter_filter_leaves_out_the_reference_lanes(self) -> None:
-        lanes = plan(self.cases(), None, {"torch-script"})
-        assert lanes
-        assert all(lane.exporter == "torch-script" for lane in lanes)
-
-    def test_a_case_without_exporters_plans_no_mutant(self) -> None:
-        from conformance.cases import loads_suite
-
-        text = 'suite = "s"\n[[case]]\nid = "c"\nmodel = { input_size = 3, hidden_size = 4 }\n'
-        case = loads_suite(text + "inputs = { seq_len = 3, batch = 2 }\n", display="s.toml").cases[0]
-        assert case.exporters == ("torch-module", "onnx-native", "torch-script", "torch-dynamo")
-        assert not [lane for lane in plan([("s.toml", case)], {"ort-cpu"}) if lane.exporter.startswith("mutant-")]
 
 
 class TestExport:

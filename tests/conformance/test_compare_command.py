@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -12,9 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conformance import changes, cli
+from conformance.changes import compare_runs
 from conformance.commands import compare
+from conformance.compare import compare_output
+from conformance.diffs import OutputDiff, Tolerance
+from conformance.files import write_document
+from conformance.records import SCHEMA_VERSION, Result, ResultDocument, lane_result
+from conformance.status import FAILING, PASS, STATUSES, UNCHECKED
 from conformance.timing import Latency, measure
-from reports import json_report
+from exporters.errors import BadInputError
 
 MS = 1_000_000
 ENVIRONMENT = {"cpu": "test cpu", "cpu_count": 2, "gpus": [], "versions": {"onnxruntime": "1.0"}}
@@ -32,23 +40,31 @@ def latency(scale: float = 1.0, seed: int = 0, n: int = 300) -> dict[str, Any]:
     return Latency.from_samples(samples.astype(np.int64), converged=True, budget_s=0.5, warmup=3).to_dict()
 
 
-def record(lane: str, status: str = "pass", *, headroom: float = 0.01, **extra: Any) -> dict[str, Any]:
+def output(name: str, headroom: float) -> OutputDiff:
+    """A real comparison of one value whose headroom (error / allowed) is ``headroom``."""
+    return compare_output(name, np.array([1.0 + headroom]), np.array([1.0]), Tolerance(1.0, 0.0), time_axis=None)
+
+
+def record(lane: str, status: str = "pass", *, headroom: float = 0.01, **facts: Any) -> Result:
     case, exporter, runtime = lane.split("/")
-    return {
-        "id": lane,
-        "suite": "smoke",
-        "case": case,
-        "exporter": exporter,
-        "runtime": runtime,
-        "status": status,
-        "message": f"worst headroom {headroom:.3g} on Y" if status == "pass" else "Tensor-likes are not close!",
-        "outputs": {"Y": {"headroom": headroom}, "Y_h": {"headroom": 0.001}},
-        **extra,
-    }
+    return lane_result(
+        suite="smoke",
+        case=case,
+        exporter=exporter,
+        runtime=runtime,
+        status=status,
+        message=f"worst headroom {headroom:.3g} on Y" if status == "pass" else "Tensor-likes are not close!",
+        outputs=(output("Y", headroom), output("Y_h", 0.001)),
+        **facts,
+    )
 
 
-def write(path: Path, results: list[dict[str, Any]], environment: dict[str, Any] = ENVIRONMENT) -> Path:
-    json_report.write_atomic(path, json_report.payload(results, environment=environment, run={"suites": ["smoke"]}))
+def by_id(records: list[Result]) -> dict[str, Result]:
+    return {r.id: r for r in records}
+
+
+def write(path: Path, results: list[Result], environment: dict[str, Any] = ENVIRONMENT) -> Path:
+    write_document(path, ResultDocument.of(results, run={"suites": ["smoke"]}, environment=environment))
     return path
 
 
@@ -57,7 +73,7 @@ def run(base: Path, head: Path, capsys: pytest.CaptureFixture[str], *options: st
     return code, capsys.readouterr().out
 
 
-def baseline_records() -> list[dict[str, Any]]:
+def baseline_records() -> list[Result]:
     return [
         record("forward/onnx-native/ort-cpu", latency=latency(seed=1)),
         record("forward/onnx-native/onnx-reference", latency=latency(seed=2)),
@@ -95,12 +111,12 @@ class TestWorseAndBetter:
         assert out.strip().splitlines()[-1].startswith("FAIL: 1 new failure, 1 slower, 1 headroom")
 
     def test_the_changes_are_listed_worst_first(self) -> None:
-        base = {r["id"]: r for r in baseline_records()}
-        head = {r["id"]: r for r in baseline_records()}
+        base = by_id(baseline_records())
+        head = by_id(baseline_records())
         head["lm/torch-script/ort-cpu"] = record("lm/torch-script/ort-cpu", latency=latency(scale=0.5, seed=9))
         head["forward/onnx-native/ort-cpu"] = record("forward/onnx-native/ort-cpu", "error")
         head["peepholes/onnx-native/ort-cpu"] = record("peepholes/onnx-native/ort-cpu", latency=latency(2.0, seed=8))
-        comparison = compare.compare_runs(base, head)
+        comparison = compare_runs(base, head)
         assert [c.kind for c in comparison.changes] == ["new failure", "slower", "faster"]
         assert comparison.failed
         assert (comparison.compared, comparison.timed) == (6, 4)
@@ -128,7 +144,7 @@ class TestWorseAndBetter:
 
     def test_lanes_in_one_file_only(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         base_records = baseline_records()[:4]
-        base_records[0] = {**base_records[0], "status": "fail"}  # a lane that failed and is gone: not a loss
+        base_records[0] = dataclasses.replace(base_records[0], status="fail")  # failed and gone: not a loss
         base = write(tmp_path / "base.json", base_records)
         head = write(tmp_path / "head.json", [*baseline_records()[1:], record("bidi/onnx-native/ort-cpu")])
         code, out = run(base, head, capsys)
@@ -176,7 +192,7 @@ class TestWorseAndBetter:
     )
     def test_status_transitions(self, before: str, after: str, kind: str | None) -> None:
         lane = "forward/onnx-native/ort-cpu"
-        comparison = compare.compare_runs({lane: record(lane, before)}, {lane: record(lane, after)})
+        comparison = compare_runs({lane: record(lane, before)}, {lane: record(lane, after)})
         assert [c.kind for c in comparison.changes] == ([kind] if kind else [])
 
     @pytest.mark.parametrize(
@@ -185,7 +201,7 @@ class TestWorseAndBetter:
     )
     def test_headroom_flags_a_doubling_above_a_tenth(self, before: float, after: float, flagged: bool) -> None:
         lane = "forward/onnx-native/ort-cpu"
-        comparison = compare.compare_runs({lane: record(lane, headroom=before)}, {lane: record(lane, headroom=after)})
+        comparison = compare_runs({lane: record(lane, headroom=before)}, {lane: record(lane, headroom=after)})
         assert [c.kind for c in comparison.changes] == (["headroom"] if flagged else [])
         assert not comparison.failed
 
@@ -209,35 +225,42 @@ class TestWorseAndBetter:
 class TestBadInput:
     def test_missing_file(self, tmp_path: Path) -> None:
         head = write(tmp_path / "head.json", baseline_records())
-        with pytest.raises(ValueError, match=r"nowhere\.json: no such file"):
+        with pytest.raises(BadInputError, match=r"nowhere\.json: no such file$"):
             compare.main(parse(str(tmp_path / "nowhere.json"), str(head)))
 
     def test_not_a_result_file(self, tmp_path: Path) -> None:
         base = tmp_path / "base.json"
         base.write_text(json.dumps({"schema_version": 99, "results": []}))
         head = write(tmp_path / "head.json", baseline_records())
-        with pytest.raises(ValueError, match="not a conformance result file"):
+        with pytest.raises(BadInputError, match=r"base\.json: not a conformance result file \(schema_version 99, "):
             compare.main(parse(str(base), str(head)))
 
     def test_malformed_latency_names_the_lane(self, tmp_path: Path) -> None:
         base = write(tmp_path / "base.json", baseline_records())
         broken = baseline_records()
-        del broken[0]["latency"]["samples_ms"]
+        assert broken[0].latency is not None
+        latency_record = {k: v for k, v in broken[0].latency.items() if k != "samples_ms"}
+        broken[0] = dataclasses.replace(broken[0], latency=latency_record)
         head = write(tmp_path / "head.json", broken)
-        with pytest.raises(ValueError, match=r"head\.json: forward/onnx-native/ort-cpu: latency record: .*samples_ms"):
+        message = r"head\.json: forward/onnx-native/ort-cpu: latency record: .*samples_ms"
+        with pytest.raises(BadInputError, match=message):
             compare.main(parse(str(base), str(head)))
 
     def test_a_record_without_id(self, tmp_path: Path) -> None:
         base = tmp_path / "base.json"
-        base.write_text(json.dumps({"schema_version": json_report.SCHEMA_VERSION, "results": [{"status": "pass"}]}))
-        with pytest.raises(ValueError, match=r"results\[0\] has no lane 'id'"):
+        base.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "results": [{"status": "pass"}]}))
+        with pytest.raises(BadInputError) as info:
             compare.main(parse(str(base), str(base)))
+        assert str(info.value) == f"{base}: results[0]: 'id' must be a string, got nothing"
 
     @pytest.mark.parametrize(("option", "value"), [("--max-slowdown", "0.9"), ("--confidence", "95")])
-    def test_bad_options(self, tmp_path: Path, option: str, value: str) -> None:
+    def test_bad_options(self, tmp_path: Path, option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
         base = write(tmp_path / "base.json", baseline_records())
-        with pytest.raises(ValueError, match=option):
-            compare.main(parse(str(base), str(base), option, value))
+        assert cli.main(["compare", str(base), str(base), option, value]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.startswith(f"error: conformance compare: argument {option}: expected a finite number ")
+        assert captured.err.endswith(f", got {value!r}\n")
 
 
 def sort_work() -> Callable[[], object]:
@@ -292,17 +315,7 @@ class TestRealMeasurements:
 
 
 class TestThroughTheCli:
-    """``conformance compare`` once registered in conformance.cli (registered here for the test)."""
-
-    @pytest.fixture(autouse=True)
-    def _registered(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from conformance import cli
-
-        monkeypatch.setitem(cli.COMMANDS, "compare", ("conformance.commands.compare", compare.add_parser))
-
     def test_exit_codes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        from conformance import cli
-
         base = write(tmp_path / "base.json", baseline_records())
         slower = baseline_records()
         slower[0] = record("forward/onnx-native/ort-cpu", latency=latency(scale=1.5, seed=11))
@@ -314,7 +327,10 @@ class TestThroughTheCli:
         assert capsys.readouterr().err == f"error: {tmp_path / 'missing.json'}: no such file\n"
 
 
-def test_failing_statuses_match_the_lane_definition() -> None:
-    from conformance import lane
-
-    assert compare.FAILING == lane.FAILING
+@pytest.mark.parametrize("status", STATUSES)
+def test_a_new_failure_is_a_move_to_a_failing_status(status: str) -> None:
+    """compare's idea of failing is the one status vocabulary's: pass -> s is a new failure iff s fails a run."""
+    lane = "forward/onnx-native/ort-cpu"
+    comparison = compare_runs({lane: record(lane, PASS)}, {lane: record(lane, status)})
+    assert (comparison.count(changes.NEW_FAILURE) == 1) == (status in FAILING)
+    assert comparison.failed == (status in FAILING or status in UNCHECKED)  # skipped: no longer checked

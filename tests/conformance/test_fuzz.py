@@ -17,6 +17,7 @@ strategy a plain function returning a hypothesis strategy, so that
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -256,18 +257,37 @@ def mutate(data: bytes, mutations: list[Mutation]) -> bytes:
     return data
 
 
+def check_accepted(suite: object, display: str) -> Suite:
+    """What every suite that loads holds: cases with unique ids, each naming its line, on known ids only."""
+    from conformance.runtimes import runtime_ids
+    from exporters.registry import exporter_ids
+
+    assert isinstance(suite, Suite), f"not a Suite: {suite!r}"
+    ids = [case.id for case in suite.cases]
+    assert all(ids), f"a case without an id: {ids}"
+    assert len(ids) == len(set(ids)), f"duplicate case ids: {ids}"
+    runtimes, exporters = set(runtime_ids()), set(exporter_ids())
+    for case in suite.cases:
+        assert re.fullmatch(rf"{re.escape(display)}:\d+", case.source), f"{case.id}: source {case.source!r}"
+        assert set(case.runtimes) <= runtimes, f"{case.id}: unknown runtimes in {case.runtimes}"
+        assert set(case.exporters) <= exporters, f"{case.id}: unknown exporters in {case.exporters}"
+    return suite
+
+
+def check_case_error(exc: CaseError, display: str) -> None:
+    message = str(exc)
+    assert "\n" not in message and "\r" not in message, f"CaseError of several lines: {message!r}"
+    assert message.startswith(f"{display}:"), f"CaseError that does not name the file: {message!r}"
+
+
 def check_suite_text(text: str) -> Suite | None:
     """``loads_suite`` returns a Suite or raises a one-line CaseError naming the file; nothing else escapes."""
     try:
         suite = loads_suite(text, display=DISPLAY)
     except CaseError as exc:
-        message = str(exc)
-        assert "\n" not in message and "\r" not in message, f"CaseError of several lines: {message!r}"
-        assert message.startswith(f"{DISPLAY}:"), f"CaseError that does not name the file: {message!r}"
+        check_case_error(exc, DISPLAY)
         return None
-    assert isinstance(suite, Suite)
-    assert all(case.id for case in suite.cases)
-    return suite
+    return check_accepted(suite, DISPLAY)
 
 
 def check_suite_document(data: dict[str, Any]) -> Suite | None:
@@ -280,12 +300,11 @@ def check_suite_bytes(data: bytes) -> Suite | None:
         path = Path(folder) / DISPLAY
         path.write_bytes(data)
         try:
-            return load_suite(path)
+            suite = load_suite(path)
         except CaseError as exc:
-            message = str(exc)
-            assert "\n" not in message and "\r" not in message, f"CaseError of several lines: {message!r}"
-            assert message.startswith(str(path)), f"CaseError that does not name the file: {message!r}"
+            check_case_error(exc, str(path))
             return None
+        return check_accepted(suite, str(path))
 
 
 def check_smoke_mutation(mutations: list[Mutation]) -> Suite | None:
@@ -421,20 +440,26 @@ def check_operator_call(call: OperatorCall) -> None:
 
 
 @functools.cache
-def seed_models() -> tuple[bytes, ...]:
-    """Real models to truncate and mutate: an onnx-native LSTM stack with states and lengths, and an LM."""
+def seed_sources() -> tuple[tuple[Any, Any, Any], ...]:
+    """(config, weights, export options) of each seed model."""
     from exporters.base import ExportOptions
-    from exporters.onnx_native import build_model
     from reference.config import LMConfig, LSTMConfig
     from reference.weights import generate, generate_lm
 
     stack = LSTMConfig(3, 4, num_layers=2, direction="bidirectional", batch_first=True)
     lm = LMConfig(vocab_size=6, lstm=LSTMConfig(3, 4))
-    options = ExportOptions(initial_states=True, sequence_lens=True)
     return (
-        build_model(stack, generate(stack, seed=0), options).SerializeToString(),
-        build_model(lm, generate_lm(lm, seed=0), ExportOptions()).SerializeToString(),
+        (stack, generate(stack, seed=0), ExportOptions(initial_states=True, sequence_lens=True)),
+        (lm, generate_lm(lm, seed=0), ExportOptions()),
     )
+
+
+@functools.cache
+def seed_models() -> tuple[bytes, ...]:
+    """Real models to truncate and mutate: an onnx-native LSTM stack with states and lengths, and an LM."""
+    from exporters.onnx_native import build_model
+
+    return tuple(build_model(*source).SerializeToString() for source in seed_sources())
 
 
 @dataclass(frozen=True)
@@ -625,15 +650,34 @@ def test_zero_steps_or_an_empty_batch_give_the_state_after_no_step(steps: int, b
 
 
 def test_the_unmutated_seeds_import_and_map() -> None:
-    """The mutation fuzzer starts from models that work: a failure after an edit is the edit's."""
-    from conformance.interface import read_interface
+    """The mutation fuzzer starts from models that work: a failure after an edit is the edit's.
 
-    for data in seed_models():
+    Each seed imports as the configuration and weights it was built from, and its interface maps every
+    graph input and output to its role.
+    """
+    from conformance.interface import read_interface
+    from reference.config import LMConfig
+
+    roles = [
+        ({"X": "X", "initial_h": "initial_h", "initial_c": "initial_c", "sequence_lens": "sequence_lens"},
+         {"Y": "Y", "Y_h": "Y_h", "Y_c": "Y_c"}),
+        ({"tokens": "tokens"}, {"log_probs": "log_probs"}),
+    ]  # fmt: skip
+    for (config, weights, _), data, (inputs, outputs) in zip(seed_sources(), seed_models(), roles, strict=True):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "model.onnx"
             path.write_bytes(data)
-            import_onnx(path)
-            read_interface(load_onnx(path))
+            imported = import_onnx(path)
+            interface = read_interface(load_onnx(path))
+        lstm = config.lstm if isinstance(config, LMConfig) else config
+        assert interface.batch_first == lstm.batch_first
+        time_major = dataclasses.replace(lstm, batch_first=False)  # the layout is the interface's, not the weights'
+        assert imported.config == (dataclasses.replace(config, lstm=time_major) if lstm is not config else time_major)
+        found, built = imported.weights.arrays(), weights.arrays()
+        assert sorted(found) == sorted(built)
+        for name, value in built.items():
+            np.testing.assert_array_equal(found[name], value.astype(np.float32), err_msg=name)
+        assert (interface.roles, interface.outputs) == (inputs, outputs)
 
 
 def test_the_unmutated_smoke_suite_loads() -> None:

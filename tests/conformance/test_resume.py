@@ -178,6 +178,7 @@ def uninterrupted(suite: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 class TestKilled:
+    @pytest.mark.slow
     def test_sigkill_then_resume_gives_every_lane_once(
         self, suite: Path, uninterrupted: dict[str, dict[str, Any]], tmp_path: Path
     ) -> None:
@@ -210,6 +211,7 @@ class TestKilled:
         process.wait(timeout=10)
         assert_no_orphans(process.pid, timeout=10)
 
+    @pytest.mark.slow
     def test_a_torn_last_line_loses_no_lane(
         self, suite: Path, uninterrupted: dict[str, dict[str, Any]], tmp_path: Path
     ) -> None:
@@ -233,6 +235,7 @@ class TestKilled:
         assert comparable(document) == uninterrupted
 
 
+@pytest.mark.slow
 class TestInterrupted:
     def test_sigint_stops_with_a_partial_report_then_resume_completes(
         self, suite: Path, uninterrupted: dict[str, dict[str, Any]], tmp_path: Path

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,12 +12,23 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from conformance.runtimes import UnknownRuntimeError, all_runtimes, get_runtime, runtime_ids
+from conformance.runtimes import (
+    BUILTIN_RUNTIMES,
+    ORT_PROVIDERS,
+    UnknownRuntimeError,
+    all_runtimes,
+    declared_runtime_ids,
+    get_runtime,
+    is_nameable,
+    nameable_runtime_ids,
+    runtime_ids,
+)
 from conformance.runtimes.onnx_reference import OnnxReferenceRuntime
 from conformance.runtimes.onnxruntime_runtime import OrtRuntime, OrtSession, discover, parse_profile, short_name
 from conformance.runtimes.reference_runtime import ReferenceRuntime
 from conformance.runtimes.torch_runtime import TorchRuntime
 from exporters.base import Artifact, ExportOptions
+from exporters.plugins import PluginError
 from exporters.registry import export
 from reference.config import LMConfig, LSTMConfig
 from reference.models import lm_log_probs, run_stack
@@ -108,6 +121,52 @@ class TestIds:
         assert isinstance(runtime, CrashRuntime)
         assert runtime.id == "crash"
         assert runtime_ids()[-len(FAKE_RUNTIMES) :] == list(FAKE_RUNTIMES)
+
+    def test_a_malformed_plug_in_entry_is_one_line(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CONFORMANCE_EXTRA_RUNTIMES", "crash=tests.conformance.fake_runtimes:CrashRuntime,=x:Y")
+        with pytest.raises(PluginError) as info:
+            all_runtimes()
+        assert str(info.value) == "CONFORMANCE_EXTRA_RUNTIMES: malformed entry '=x:Y': expected id=module:Class"
+
+
+class TestOneList:
+    """BUILTIN_RUNTIMES is the one list: what case files may name and what all_runtimes() builds agree."""
+
+    def test_declared_ids_are_the_fixed_builtins_then_the_plug_ins(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        fixed = [r.id for r in BUILTIN_RUNTIMES if "*" not in r.id]
+        assert declared_runtime_ids() == fixed
+        monkeypatch.setenv("CONFORMANCE_EXTRA_RUNTIMES", "fake=tests.x:Fake")
+        assert declared_runtime_ids() == [*fixed, "fake"]
+
+    def test_all_runtimes_builds_them_in_the_same_order(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake_providers(monkeypatch, ["TensorrtExecutionProvider", CUDA, CPU])
+        built = runtime_ids()
+        assert [i for i in built if i in declared_runtime_ids()] == declared_runtime_ids()
+        families = [r.id for r in BUILTIN_RUNTIMES if "*" in r.id]
+        assert [i for i in built if i not in declared_runtime_ids()] == ["ort-tensorrt"]
+        assert families == ["ort-*"]
+        assert built.index("ort-tensorrt") == built.index("ort-cuda") + 1  # where "ort-*" stands in the list
+
+    def test_every_onnxruntime_provider_is_nameable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake_providers(monkeypatch, onnxruntime.get_all_providers())
+        assert len(runtime_ids()) > len(declared_runtime_ids())
+        for runtime_id in runtime_ids():
+            assert is_nameable(runtime_id), runtime_id
+
+    def test_the_provider_list_covers_this_onnxruntime(self) -> None:
+        compute = {short_name(p) for p in onnxruntime.get_all_providers()} - {"azure"}
+        assert compute <= set(ORT_PROVIDERS), compute - set(ORT_PROVIDERS)
+        assert sorted(ORT_PROVIDERS) == list(ORT_PROVIDERS)
+        assert "ort-azure" not in nameable_runtime_ids()  # AzureExecutionProvider computes no node
+
+    def test_naming_a_runtime_imports_no_backend(self) -> None:
+        code = (
+            "import sys, conformance.runtimes as r; "
+            "r.nameable_runtime_ids(); r.is_nameable('ort-*'); r.unknown_runtime_hint('ort-cpuu'); "
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "[]"
 
 
 class TestOrtAvailability:
@@ -264,7 +323,8 @@ class TestOrtThroughTheLane:
         import tempfile
 
         from conformance.cases import loads_suite
-        from conformance.lane import ERROR, Lane, LaneContext, run_lane
+        from conformance.lane import Lane, LaneContext, run_lane
+        from conformance.status import ERROR
 
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the profile folder it leaks (see the xfail above)
         fake_providers(monkeypatch, [CUDA, CPU])
@@ -274,9 +334,9 @@ class TestOrtThroughTheLane:
             'inputs = { seq_len = 2, batch = 1 }\nexporters = ["onnx-native"]\nruntimes = ["ort-cuda"]\n',
             display="s.toml",
         ).cases[0]
-        record = run_lane(case, Lane("s.toml", "c", "onnx-native", "ort-cuda"), LaneContext())
-        assert record["status"] == ERROR
-        assert record["message"] == (
+        record = run_lane(Lane("s.toml", case, "onnx-native", "ort-cuda"), LaneContext())
+        assert record.status == ERROR
+        assert record.message == (
             f"ort-cuda could not load the model: RuntimeError: {CUDA} failed to initialise; "
             f"the session fell back to ['{CPU}']"
         )

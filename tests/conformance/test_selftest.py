@@ -15,6 +15,7 @@ from conformance.cli import main
 from conformance.commands.selftest import CONTROL_EXPORTER, tally
 from conformance.compare import DEFAULT_TOLERANCES
 from conformance.lane import Lane
+from conformance.records import Result, lane_result
 from exporters import mutants
 from exporters.mutants import MUTATIONS, PREFIX
 
@@ -32,6 +33,7 @@ def full_selftest(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, P
 
 
 class TestRealRun:
+    @pytest.mark.slow  # the full selftest (shared by the slow tests here) takes a few seconds
     def test_every_mutant_is_killed_and_no_control_fails(self, full_selftest: tuple[int, str, Path]) -> None:
         code, out, _ = full_selftest
         assert code == 0, out
@@ -43,6 +45,7 @@ class TestRealRun:
         assert re.search(r"^controls \(unmutated onnx-native\): (\d+)/\1 pass$", out, re.MULTILINE), out
         assert "SURVIVED" not in out and "NOT EXERCISED" not in out and "FALSE ALARM" not in out
 
+    @pytest.mark.slow
     def test_every_mutation_has_a_row(self, full_selftest: tuple[int, str, Path]) -> None:
         _, out, _ = full_selftest
         for name, mutation in MUTATIONS.items():
@@ -50,6 +53,7 @@ class TestRealRun:
             assert mutation.description in row
             assert row.rstrip("│ ").endswith("100%"), row
 
+    @pytest.mark.slow
     def test_results_are_streamed_to_the_folder(self, full_selftest: tuple[int, str, Path]) -> None:
         _, out, folder = full_selftest
         total = int(KILL_RATE.search(out).group(2))  # type: ignore[union-attr]
@@ -74,8 +78,8 @@ class TestRealRun:
         assert not (tmp_path / "out").exists()
 
 
-def record(exporter: str, status: str, case: str = "c") -> dict[str, Any]:
-    return {"id": f"{case}/{exporter}/ort-cpu", "exporter": exporter, "status": status, "message": status}
+def record(exporter: str, status: str, case: str = "c") -> Result:
+    return lane_result(suite="smoke", case=case, exporter=exporter, runtime="ort-cpu", status=status, message=status)
 
 
 class TestTally:
@@ -101,7 +105,7 @@ class TestTally:
             "survived": ["a/mutant-bias-half-dropped/ort-cpu", "b/mutant-bias-half-dropped/ort-cpu"],
         }
         assert "clip-removed" not in per  # skipped: not exercised
-        assert [r["id"] for r in false_alarms] == ["c/onnx-native/ort-cpu"]
+        assert [r.id for r in false_alarms] == ["c/onnx-native/ort-cpu"]
 
     def test_empty(self) -> None:
         per, false_alarms = tally([])
@@ -113,12 +117,12 @@ class TestExitCode:
 
     @staticmethod
     def fake_run_lanes(outcome: dict[str, str]) -> Any:
-        def run_lanes(lanes: Iterable[Lane], sink: Any, **_: Any) -> list[dict[str, Any]]:
+        def run_lanes(lanes: Iterable[Lane], sink: Any, **_: Any) -> list[Result]:
             records = []
             for lane in lanes:
                 name = lane.exporter.removeprefix(PREFIX)
                 default = "pass" if lane.exporter == CONTROL_EXPORTER else "fail"
-                records.append({"id": lane.id, **lane.to_dict(), "status": outcome.get(name, default), "message": ""})
+                records.append(lane.result(outcome.get(name, default), ""))
             for item in records:
                 sink.write(item)
             return records

@@ -40,7 +40,9 @@ class TestFromTorch:
             from_torch(torch.nn.LSTM(3, 4, proj_size=2))
 
 
-@pytest.mark.parametrize("exporter", ["onnx-native", "torch-script", "torch-dynamo"])
+@pytest.mark.parametrize(
+    "exporter", ["onnx-native", "torch-script", pytest.param("torch-dynamo", marks=pytest.mark.slow)]
+)
 class TestFromOnnxExports:
     def test_stack_initializers_equal_the_original_weights(self, exporter: str, tmp_path: Path) -> None:
         config = LSTMConfig(3, 4, num_layers=2, direction="bidirectional")

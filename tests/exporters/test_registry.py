@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from exporters.base import FAILED, NOT_APPLICABLE, OK, ExportOptions
+from exporters.plugins import PluginError
 from exporters.registry import UnknownExporterError, cache_root, export, exporter_ids, get_exporter, validate_onnx
 from reference.config import LSTMConfig
 from reference.weights import generate
@@ -35,6 +36,15 @@ class TestIds:
         monkeypatch.setenv("CONFORMANCE_EXTRA_EXPORTERS", "native-copy=exporters.onnx_native:OnnxNativeExporter")
         assert "native-copy" in exporter_ids(mutants=False)
         assert get_exporter("native-copy").produces == "onnx"
+
+    def test_a_malformed_plugin_entry_is_one_line(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The same parser as CONFORMANCE_EXTRA_RUNTIMES (exporters/plugins.py; tests/exporters/test_plugins.py)."""
+        monkeypatch.setenv("CONFORMANCE_EXTRA_EXPORTERS", "native-copy=exporters.onnx_native")
+        with pytest.raises(PluginError) as info:
+            exporter_ids()
+        assert str(info.value) == (
+            "CONFORMANCE_EXTRA_EXPORTERS: malformed entry 'native-copy=exporters.onnx_native': expected id=module:Class"
+        )
 
     def test_unknown_id_lists_the_available_ones_and_suggests(self) -> None:
         with pytest.raises(UnknownExporterError) as info:

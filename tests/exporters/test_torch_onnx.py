@@ -42,6 +42,8 @@ ATOL = RTOL = 1e-5
 EXAMPLE = ExportOptions()  # example input: 5 steps x batch 2
 T0, B0 = EXAMPLE.example_seq_len, EXAMPLE.example_batch
 EXPORTERS = {"torch-script": TorchScriptExporter(), "torch-dynamo": TorchDynamoExporter()}
+# torch.export takes seconds per model: the dynamo lanes are slow tests.
+EXPORTER_PARAMS = [pytest.param(e, marks=[pytest.mark.slow] if e == "torch-dynamo" else []) for e in EXPORTERS]
 
 
 FORWARD = LSTMConfig(3, 4)
@@ -142,7 +144,7 @@ def _disagreement(session: Any, feed: dict[str, Any], expected: list[Any], names
 
 @pytest.mark.parametrize(("steps", "batch"), SHAPES, ids=[f"T{t}xB{b}" for t, b in SHAPES])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("exporter", list(EXPORTERS))
+@pytest.mark.parametrize("exporter", EXPORTER_PARAMS)
 def test_runs_like_the_reference(
     exported: Callable[[str, str], Exported], exporter: str, case: str, steps: int, batch: int
 ) -> None:
@@ -155,6 +157,7 @@ def test_runs_like_the_reference(
         assert problem is None, problem
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "steps", "batch", "detected"),
     [
@@ -177,7 +180,7 @@ def test_dynamo_baked_length_exactly(
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("exporter", list(EXPORTERS))
+@pytest.mark.parametrize("exporter", EXPORTER_PARAMS)
 class TestWrittenFile:
     def test_native_lstm_nodes_and_declared_axes(
         self, exported: Callable[[str, str], Exported], exporter: str, case: str
@@ -220,6 +223,7 @@ class TestWrittenFile:
 
 
 class TestExportModule:
+    @pytest.mark.slow  # a real dynamo export
     def test_nothing_leaks_to_stdout_or_stderr(self, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
         model, options = FORWARD, EXAMPLE
         torch_logger = logging.getLogger("torch")
@@ -277,7 +281,11 @@ class TestExportModule:
             # TorchScript writes an opset-1 file the checker rejects.
             ("torch-script", "torch.onnx.export(dynamo=False, opset_version=1) wrote an invalid ONNX model: "),
             # dynamo silently falls back to opset 18.
-            ("torch-dynamo", "torch.onnx.export(dynamo=True, opset_version=1) wrote opset 18, not the requested 1"),
+            pytest.param(
+                "torch-dynamo",
+                "torch.onnx.export(dynamo=True, opset_version=1) wrote opset 18, not the requested 1",
+                marks=pytest.mark.slow,
+            ),
         ],
         ids=["torch-script", "torch-dynamo"],
     )
@@ -295,6 +303,7 @@ class TestExportModule:
             _export_projected(tmp_path / "m.onnx", dynamo=False)
         assert list(tmp_path.iterdir()) == []
 
+    @pytest.mark.slow
     def test_proj_size_dynamo_writes_a_model_the_checker_rejects(self, tmp_path: Path) -> None:
         # torch.onnx (dynamo) writes an LSTM node whose declared state shapes contradict hidden_size;
         # without the full check onnxruntime would reject it at run time ("initial_c must have shape").

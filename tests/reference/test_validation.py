@@ -153,7 +153,13 @@ class TestSequenceLens:
 
     @pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.int64])
     def test_any_integer_dtype_is_accepted(self, dtype: type) -> None:
-        lstm(**node(), sequence_lens=np.array([3, 0], dtype=dtype))
+        """Every integer dtype means the same lengths: the outputs are those of a plain list of ints."""
+        out = lstm(**node(), sequence_lens=np.array([3, 1], dtype=dtype))
+        want = lstm(**node(), sequence_lens=[3, 1])
+        for name in ("Y", "Y_h", "Y_c"):
+            np.testing.assert_array_equal(getattr(out, name), getattr(want, name), err_msg=name)
+        assert not out.Y[1:, :, 1].any() and out.Y[0, :, 1].all()  # entry 1 stops after one step
+        assert not np.array_equal(out.Y_h, lstm(**node()).Y_h)  # the lengths were applied
 
 
 class TestAttributes:

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import struct
 import subprocess
 from collections import Counter
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conformance.compare import OutputDiff, summary_line
-from reports.html import STATUS_SYMBOL, case_features, render_html
-from tests.reports.conftest import build_document, record
+from conformance.diffs import summary_line
+from conformance.records import Expected, Result, ResultDocument
+from reports.html import render_html
+from reports.labels import LOOKS
+from reports.text import ID
+from tests.reports.conftest import FAIL_LANE, build_document, check_document, record
 
-FAIL_LANE = "clip[forward]/onnx-native/ort-cpu"
 CHROMIUM = shutil.which("chromium")
 
 
@@ -66,53 +69,66 @@ class Page(HTMLParser):
 
 
 class TestPage:
-    def test_header_verdict_and_counts(self, document: dict[str, Any]) -> None:
+    def test_header_verdict_and_counts(self, document: ResultDocument) -> None:
         page = Page(render_html(document))
         text = " ".join(page.text)
         assert "✗ FAIL: 5 failing lanes" in text
         assert "11 pass" in " ".join(text.split())
 
-    def test_passing_verdict(self, passing_document: dict[str, Any]) -> None:
+    def test_run_title_names_the_suites(self, document: ResultDocument) -> None:
+        html = render_html(document)
+        assert "<title>lstm-conformance: full, smoke</title>" in html
+        assert '<h1>lstm-conformance <span class="muted">· full, smoke</span></h1>' in html
+        assert "<h3>Suite <code>full</code>" in html and "<h3>Suite <code>smoke</code>" in html
+
+    def test_passing_verdict(self, passing_document: ResultDocument) -> None:
         assert "✓ PASS: every lane that ran conforms" in render_html(passing_document)
 
-    def test_matrix_has_one_cell_per_lane_with_status_text(self, document: dict[str, Any]) -> None:
+    def test_one_failing_lane_is_singular(self, sample_results: tuple[Result, ...]) -> None:
+        assert "✗ FAIL: 1 failing lane<" in render_html(build_document([record(sample_results, FAIL_LANE)]))
+
+    def test_matrix_has_one_cell_per_lane_with_status_text(self, document: ResultDocument) -> None:
         page = Page(render_html(document))
-        assert page.statuses() == Counter(document["summary"])
+        assert page.statuses() == Counter(document.summary)
         for cell in page.cells:
             if " st-" in f" {cell['class']}":
                 status = cell["class"].split()[1].removeprefix("st-")
-                assert cell["text"] == STATUS_SYMBOL[status] + status  # symbol, then the word for screen readers
+                assert cell["text"] == LOOKS[status].symbol + status  # symbol, then the word for screen readers
 
-    def test_cell_tooltip_says_status_and_one_line(
-        self, document: dict[str, Any], sample_records: list[dict[str, Any]]
-    ) -> None:
+    def test_cell_tooltip_says_status_and_one_line(self, document: ResultDocument) -> None:
         page = Page(render_html(document))
-        fail = record(sample_records, FAIL_LANE)
+        fail = record(document.results, FAIL_LANE)
         title = page.cell(FAIL_LANE)["title"]
         assert title.startswith(f"{FAIL_LANE}\nfail: ")
         assert "\n" not in title.split("\n", 1)[1]  # one line after the lane id
-        assert summary_line(OutputDiff.from_dict(fail["outputs"]["Y"])) in title
+        y = fail.output("Y")
+        assert y is not None and summary_line(y) in title
         skip = page.cell("clip[forward]/onnx-native/ort-cuda")["title"]
         assert "skip: onnxruntime 1.32.0 has no CUDAExecutionProvider" in skip
 
-    def test_features_from_the_suite_and_from_the_id(self, sample_records: list[dict[str, Any]]) -> None:
-        moved = {**record(sample_records, FAIL_LANE), "suite": "/nowhere/gone.toml", "case": "activation-elu"}
-        features = case_features([*sample_records, moved])
-        assert features[("full", "clip[forward]")] == ("clip", "weights:saturating", "T=6", "B=4", "H=7")
-        assert features[("/nowhere/gone.toml", "activation-elu")] == ("activation",)
+    def test_features_come_from_the_record(self, sample_results: tuple[Result, ...]) -> None:
+        """Version-1 records get their case id's first word; version-2 records carry the case's features."""
+        fail = record(sample_results, FAIL_LANE)
+        assert fail.features == ("clip",)
+        moved = dataclasses.replace(
+            fail,
+            suite="/nowhere/gone.toml",
+            case="activation-elu",
+            features=("activation", "weights:saturating", "T=6"),
+        )
         html = render_html(build_document([moved]))
-        assert '<span class="feat">activation</span>' in html and "<code>gone</code>" in html
+        assert '<span class="feat">activation</span><span class="feat">weights:saturating</span>' in html
+        assert '<span class="feat dim">T=6</span>' in html
+        assert "<h3>Suite <code>gone</code>" in html  # a suite file, by its stem; nothing is loaded
 
-    def test_failing_lane_messages_in_full(
-        self, document: dict[str, Any], sample_records: list[dict[str, Any]]
-    ) -> None:
+    def test_failing_lane_messages_in_full(self, document: ResultDocument) -> None:
         html = render_html(document)
-        for lane in sample_records:
-            if lane["status"] in ("fail", "xpass", "error", "timeout"):
-                assert f"<pre>{_escaped(lane['message'])}</pre>" in html
+        for lane in document.results:
+            if lane.status in ("fail", "xpass", "error", "timeout"):
+                assert f"<pre>{escape(lane.message)}</pre>" in html
         assert 'href="#lane-' in html  # failing cells link to their message
 
-    def test_error_curves_for_failing_and_worst_passing_lanes(self, document: dict[str, Any]) -> None:
+    def test_error_curves_for_failing_and_worst_passing_lanes(self, document: ResultDocument) -> None:
         html = render_html(document)
         figures = re.findall(r'<figure class="curve">.*?</figure>', html, flags=re.S)
         # 3 failing lanes have a per-step series (2 fail, 1 xpass); error/timeout lanes have no outputs.
@@ -121,48 +137,89 @@ class TestPage:
         assert "saturating[bidirectional-1]/onnx-native/ort-cpu" in figures[3]  # the least headroom first
         assert all("<svg" in f and "<polyline" in f and "atol = 1.00e-5" in f for f in figures)
 
-    def test_latency_charts_per_runtime(self, document: dict[str, Any]) -> None:
+    def test_latency_charts_per_runtime(self, document: ResultDocument) -> None:
         html = render_html(document)
         section = html[html.index('<section id="latency">') :]
         assert "<code>ort-cpu (CPUExecutionProvider)</code>" in section
         assert section.count("median latency with p90 whisker</title>") == 4  # onnx-reference, ort-cpu, ...
 
-    def test_no_latency_no_section(self, sample_records: list[dict[str, Any]]) -> None:
-        untimed = [{k: v for k, v in r.items() if k != "latency"} for r in sample_records]
+    def test_no_latency_no_section(self, sample_results: tuple[Result, ...]) -> None:
+        untimed = [dataclasses.replace(r, latency=None) for r in sample_results]
         html = render_html(build_document(untimed))
         assert 'id="latency"' not in html and "#latency" not in html
 
-    def test_environment_table(self, document: dict[str, Any]) -> None:
+    def test_environment_table(self, document: ResultDocument) -> None:
         html = render_html(document)
         assert "<tr><th scope='row'>onnxruntime</th><td>1.32.0</td></tr>" in html
+        assert "<tr><th scope='row'>schema_version</th><td>2</td></tr>" in html
 
-    def test_offline_no_script_no_external_resource(self, document: dict[str, Any]) -> None:
+    def test_offline_no_script_no_external_resource(self, document: ResultDocument) -> None:
         html = render_html(document)
         page = Page(html)
         assert page.tags["script"] == page.tags["link"] == page.tags["img"] == page.tags["iframe"] == 0
         assert " src=" not in html and "@import" not in html and "url(" not in html
         assert all(href.startswith("#") for href in page.hrefs)
 
-    def test_text_from_the_file_is_escaped(self, sample_records: list[dict[str, Any]]) -> None:
+    def test_empty_document(self) -> None:
+        html = render_html(build_document([]))
+        assert "nothing was checked" in html and html.rstrip().endswith("</html>")
+
+
+class TestCheckDocument:
+    """A ``check`` names its model, not a suite; rows are shapes and nodes, columns the runtimes."""
+
+    def test_title_and_header_name_the_model(self) -> None:
+        html = render_html(check_document("models/speech.onnx"))
+        assert "<title>lstm-conformance check: models/speech.onnx</title>" in html
+        assert '<h1>lstm-conformance check <span class="muted">· models/speech.onnx</span></h1>' in html
+        assert "lstm-conformance · conformance" not in html
+        assert "Suite" not in html and "cases" not in html
+        assert '<h3>Model <code>models/speech.onnx</code> <span class="muted">4 rows \u00d7 3 runtime columns' in html
+
+    def test_against_torch_names_the_module(self) -> None:
+        document = check_document()
+        document = ResultDocument.of(document.results, run={**document.run, "against_torch": "lm:Net"}, environment={})
+        assert "<title>lstm-conformance check: model.onnx against lm:Net</title>" in render_html(document)
+
+    def test_one_cell_per_result_nodes_apart(self) -> None:
+        document = check_document()
+        page = Page(render_html(document))
+        assert page.statuses() == Counter(document.summary)
+        rows = re.findall(r'<th scope="row" class="case">(.*?)</th>', render_html(document))
+        assert rows == ["T=7,B=3 · /lstm/LSTM", "T=7,B=3 · /lstm_1/LSTM", "T=7,B=3 · whole model", "trained weights"]
+        cell = page.cell("model.onnx[T=7,B=3]/lstm_1/LSTM/openvino")  # same input, so the same row
+        assert cell["title"].endswith("not-exercised: the If took its else branch")
+
+    def test_verdict_counts_results(self) -> None:
+        text = " ".join(Page(render_html(check_document())).text)
+        assert "✗ FAIL: 2 failing results" in text and "7 results" in text
+        assert "1 not-exercised" in " ".join(text.split())
+
+    def test_not_exercised_is_explained(self) -> None:
+        html = render_html(check_document())
+        assert "<th>not exercised because</th>" in html and "the If took its else branch" in html
+
+
+class TestUntrustedText:
+    def test_text_from_the_file_is_escaped(self, sample_results: tuple[Result, ...]) -> None:
         evil = "<script>alert(1)</script>"
-        fail = {**record(sample_records, FAIL_LANE), "message": evil, "case": f"x{evil}"}
-        xfail = next(r for r in sample_records if r["status"] == "xfail")
-        xfail = {**xfail, "expected": {**xfail["expected"], "reason": evil, "reference": evil}}
-        document = build_document([fail, xfail])
-        document["environment"]["versions"]["torch"] = evil
-        html = render_html(document)
+        fail = dataclasses.replace(record(sample_results, FAIL_LANE), message=evil, case=f"x{evil}")
+        xfail = next(r for r in sample_results if r.status == "xfail")
+        assert xfail.expected is not None
+        xfail = dataclasses.replace(xfail, expected=Expected(evil, reference=evil))
+        environment = {**build_document([]).environment, "versions": {"torch": evil}}
+        html = render_html(build_document([fail, xfail], environment=environment))
         assert "<script" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
-    def test_empty_document(self) -> None:
-        html = render_html(build_document([]))
-        assert "nothing ran" in html and html.rstrip().endswith("</html>")
-
-
-def _escaped(text: str) -> str:
-    from html import escape
-
-    return escape(text)
+    def test_control_characters_are_visible_and_names_capped(self, sample_results: tuple[Result, ...]) -> None:
+        name = "x\x1bc\x1b]0;title\x07" + "y" * 100_000
+        fail = dataclasses.replace(record(sample_results, FAIL_LANE), case=name, id=f"{name}/e/r", message=name)
+        html = render_html(build_document([fail]))
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", html)
+        assert "x\\x1bc\\x1b]0;title\\x07yyy" in html
+        assert f"… ({len(name) - ID:,} more characters)" in html  # ids and row headers are cut at ID characters
+        assert len(html) < 300_000
 
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
@@ -185,14 +242,14 @@ def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 class TestInChromium:
-    def test_rendered_dom_and_screenshot(self, document: dict[str, Any], artifacts: Path, tmp_path: Path) -> None:
+    def test_rendered_dom_and_screenshot(self, document: ResultDocument, artifacts: Path, tmp_path: Path) -> None:
         page_path = artifacts / "report.html"
         page_path.write_text(render_html(document), encoding="utf-8")
         url = page_path.resolve().as_uri()
 
         dom = _chromium("--dump-dom", url, profile=tmp_path / "profile-dom").stdout
         page = Page(dom)
-        assert page.statuses() == Counter(document["summary"])  # the matrix, one cell per lane
+        assert page.statuses() == Counter(document.summary)  # the matrix, one cell per lane
         assert '<table class="matrix">' in dom
         assert FAIL_LANE in " ".join(page.text)
         assert "Tensor-likes are not close!" in " ".join(page.text)

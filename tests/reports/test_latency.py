@@ -2,39 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from rich.console import Console
 
+from conformance.records import Result, lane_result
 from conformance.timing import Latency
-from reports.latency import latency_markdown, latency_tables
+from reports.latency import latency_markdown, latency_tables, timed
 
 MS = 1_000_000
 
 
-def timed(lane: str, median_ms: float, *, converged: bool = True, status: str = "pass") -> dict[str, Any]:
-    case, exporter, runtime = lane.split("/")
-    samples = [round(median_ms * MS * f) for f in (0.9, 0.95, 1.0, 1.0, 1.0, 1.05, 1.1, 1.2, 1.3)]
-    latency = Latency.from_samples(samples, converged=converged, budget_s=0.5, warmup=3)
-    return {
-        "id": lane,
-        "case": case,
-        "exporter": exporter,
-        "runtime": runtime,
-        "status": status,
-        "latency": latency.to_dict(tokens=256),
-    }
+def lane(lane_id: str, median_ms: float | None = None, *, converged: bool = True, status: str = "pass") -> Result:
+    case, exporter, runtime = lane_id.split("/")
+    latency = None
+    if median_ms is not None:
+        samples = [round(median_ms * MS * f) for f in (0.9, 0.95, 1.0, 1.0, 1.0, 1.05, 1.1, 1.2, 1.3)]
+        latency = Latency.from_samples(samples, converged=converged, budget_s=0.5, warmup=3).to_dict(tokens=256)
+    return lane_result(
+        suite="full", case=case, exporter=exporter, runtime=runtime, status=status, message="", latency=latency
+    )
 
 
 RESULTS = [
-    timed("forward/onnx-native/ort-cpu", 2.0),
-    timed("forward/onnx-native/ort-cpu-noopt", 4.0),
-    timed("forward/torch-script/ort-cpu", 3.0),
-    timed("forward/torch-module/torch-cpu", 1.0),
-    timed("forward/none/reference", 8.0, converged=False),
-    timed("lm/onnx-native/onnx-reference", 50.0, status="xfail"),
-    timed("clip[forward]/onnx-native/ort-cpu", 1.5),
-    {"id": "forward/onnx-native/ort-cuda", "case": "forward", "exporter": "onnx-native", "runtime": "ort-cuda"},
+    lane("forward/onnx-native/ort-cpu", 2.0),
+    lane("forward/onnx-native/ort-cpu-noopt", 4.0),
+    lane("forward/torch-script/ort-cpu", 3.0),
+    lane("forward/torch-module/torch-cpu", 1.0),
+    lane("forward/none/reference", 8.0, converged=False),
+    lane("lm/onnx-native/onnx-reference", 50.0, status="xfail"),
+    lane("clip[forward]/onnx-native/ort-cpu", 1.5),
+    lane("forward/onnx-native/ort-cuda", status="skip"),
 ]
 
 
@@ -95,12 +94,26 @@ class TestConsoleTables:
         assert latency_tables(RESULTS[-1:]) == []
         assert latency_markdown(RESULTS[-1:]) == ""
 
+    def test_a_latency_without_its_numbers_is_not_timed(self) -> None:
+        timed_lane = RESULTS[0]
+        assert timed_lane.latency is not None and timed(timed_lane) is timed_lane.latency
+        for key, value in (("median_ms", None), ("p90_ms", "fast"), ("count", float("nan")), ("min_ms", True)):
+            broken = dataclasses.replace(timed_lane, latency={**timed_lane.latency, key: value})
+            assert timed(broken) is None
+            assert latency_tables([broken]) == []
+
+    def test_names_are_text_not_markup_nor_control_characters(self) -> None:
+        odd = dataclasses.replace(RESULTS[0], case="c[/x]\x1b]0;t\x07", runtime="[bold]rt\x1bc")
+        text = render(latency_tables([odd])[0])
+        assert "Latency: c[/x]\\x1b]0;t\\x07" in text
+        assert "[bold]rt\\x1bc" in text and "\x1b" not in text
+
 
 class TestMarkdown:
     def test_same_content_as_github_tables(self) -> None:
         text = latency_markdown(RESULTS)
         lines = text.splitlines()
-        assert lines[0] == "### Latency: clip[forward]"
+        assert lines[0] == "### Latency: clip\\[forward\\]"
         header = "| runtime | exporter | status | median ms | ±CI | p90 ms | p99 ms | min ms | stdev ms | samples"
         assert lines[2].startswith(header)
         assert lines[3] == "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -1,0 +1,50 @@
+"""Argument types shared by the commands: numbers are finite and in range, or the parser says which."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def number(*, minimum: float = 0.0, maximum: float = math.inf, inclusive: bool = False) -> Callable[[str], float]:
+    """A finite float above ``minimum`` (or equal, when ``inclusive``) and at most ``maximum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        low_ok = value >= minimum if inclusive else value > minimum
+        if not math.isfinite(value) or not low_ok or value > maximum:
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            upper = f" and <= {maximum:g}" if math.isfinite(maximum) else ""
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}{upper}, got {text!r}")
+        return value
+
+    return parse
+
+
+def integer(*, minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{upper}, got {text!r}")
+        return value
+
+    return parse
+
+
+def integers(text: str) -> list[int]:
+    """Comma-separated positive integers (``1,7,16``)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values

@@ -1,0 +1,122 @@
+"""The one evaluator: run a session on inputs, compare with the expected outputs, settle the status.
+
+``run``'s lanes, ``check``'s shapes, ``check --against-torch`` and ``selftest`` all go through here, so a
+verdict means the same everywhere: an exception while running is ``error``, an output outside tolerance
+or a misplaced LSTM is ``fail``, and an expected divergence from the case file turns a matching failure
+into ``xfail`` and a pass into ``xpass``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from conformance.compare import compare_outputs, default_tolerance
+from conformance.diffs import OutputDiff, Tolerance, format_mismatch
+from conformance.records import Expected
+from conformance.status import ERROR, FAIL, PASS, XFAIL, XPASS
+from exporters.base import describe_error
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A raw outcome (``pass``, ``fail`` or ``error``) before any expected divergence is applied."""
+
+    status: str
+    message: str
+    outputs: tuple[OutputDiff, ...] = ()
+
+    @property
+    def failing_outputs(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.outputs if not d.passed)
+
+
+def tolerances(
+    expected: Mapping[str, Any],
+    actual: Mapping[str, Any],
+    override: Callable[[str], Tolerance | None] = lambda name: None,
+) -> dict[str, Tolerance]:
+    """Each output's tolerance: the override (case file, ``--atol``), else the default of the actual dtype."""
+    out = {}
+    for name in expected:
+        chosen = override(name)
+        if chosen is None:
+            dtype = str(getattr(actual.get(name), "dtype", "float32"))
+            chosen = default_tolerance(dtype if dtype.startswith(("float", "bfloat")) else "float32")
+        out[name] = chosen
+    return out
+
+
+def judge(
+    actual: Mapping[str, Any],
+    expected: Mapping[str, np.ndarray],
+    allowed: Mapping[str, Tolerance] | Tolerance,
+    *,
+    time_axes: Mapping[str, int | None] | None = None,
+    padding_masks: Mapping[str, np.ndarray] | None = None,
+    problems: Sequence[str] = (),
+    where: str = "",
+    passed: str | None = None,
+) -> Verdict:
+    """Compare every output; ``problems`` (a misplaced LSTM, ...) fail the verdict too."""
+    diffs = compare_outputs(actual, expected, allowed, time_axes=time_axes, padding_masks=padding_masks)
+    messages = [format_mismatch(d) for d in diffs if not d.passed] + list(problems)
+    if messages:
+        text = "\n\n".join(messages)
+        return Verdict(FAIL, f"{where}:\n{text}" if where else text, tuple(diffs))
+    return Verdict(PASS, passed or pass_message(diffs), tuple(diffs))
+
+
+def run(session: Any, feeds: Mapping[str, np.ndarray], runtime_id: str, *, where: str = "") -> dict[str, Any] | Verdict:
+    """The session's outputs, or an ``error`` verdict naming the runtime (and where) when it raised."""
+    try:
+        outputs: dict[str, Any] = session.run(feeds)
+    except Exception as exc:
+        at = f"at {where}" if where else "to run"
+        return Verdict(ERROR, f"{runtime_id} failed {at}: {describe_error(exc)}")
+    return outputs
+
+
+def settle(verdict: Verdict, expectation: Any | None) -> tuple[str, str, Expected | None]:
+    """Apply an expected divergence (``conformance.cases.Expectation`` or ``None``) to a raw verdict.
+
+    Returns the final status, its message and the expectation as recorded.
+    """
+    if expectation is None:
+        return verdict.status, verdict.message, None
+    expected = Expected(expectation.reason, expectation.status, expectation.reference, expectation.output)
+    if verdict.status == PASS:
+        return XPASS, f"expected to {expectation.status} ({expectation.reason}) but passed", expected
+    if verdict.status == expectation.status and expectation.covers(verdict.failing_outputs):
+        return XFAIL, verdict.message, expected
+    return (
+        verdict.status,
+        f"{verdict.message}\n(expected {expectation.status} on {expectation.output} instead)",
+        expected,
+    )
+
+
+def pass_message(diffs: Sequence[OutputDiff]) -> str:
+    worst = max(diffs, key=lambda d: d.headroom, default=None)
+    if worst is None:
+        return "no outputs compared"
+    return f"worst headroom {worst.headroom:.3g} on {worst.name} (max abs {worst.max_abs:.3g})"
+
+
+def misplaced_lstm_nodes(required: str | None, placement: Mapping[str, str]) -> list[str]:
+    """LSTM nodes that ran somewhere other than the provider the lane is about."""
+    if required is None:
+        return []
+    return sorted(node for node, provider in placement.items() if node.endswith("(LSTM)") and provider != required)
+
+
+def placement_problem(runtime_id: str, required: str | None, placement: Mapping[str, str]) -> str | None:
+    """The message that fails a lane whose LSTM ran on another provider, or ``None``."""
+    misplaced = misplaced_lstm_nodes(required, placement)
+    if not misplaced:
+        return None
+    providers = ", ".join(sorted({placement[n] for n in misplaced}))
+    return f"LSTM node(s) {', '.join(misplaced)} ran on {providers}, not {required}: not a {runtime_id} result"

@@ -1,0 +1,96 @@
+"""How every renderer shows a status, names a document and labels a result. Stdlib only.
+
+The status vocabulary (which statuses exist, their order, which fail) is ``conformance.status``; this
+module only adds the look of each one. :func:`subject` says what a document checked (a model for
+``check``, the suites for ``run``), so titles name it the same way in every format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from conformance.records import LANE, MODEL, NODE, Result, ResultDocument, shape_label
+from conformance.status import ERROR, FAIL, NOT_EXERCISED, PASS, SKIP, TIMEOUT, XFAIL, XPASS
+
+__all__ = ["LOOKS", "Look", "against", "checked", "lane_label", "noun", "row_label", "subject", "suite_name"]
+
+
+@dataclass(frozen=True)
+class Look:
+    """One status as each format shows it: always a symbol or word besides the colour."""
+
+    style: str  # rich style (console)
+    symbol: str  # HTML matrix cell
+    emoji: str  # Markdown
+    meaning: str  # the HTML legend
+
+
+LOOKS: dict[str, Look] = {  # every status of conformance.status.STATUSES, in its order
+    PASS: Look("green", "✓", "✅", "within tolerance"),
+    FAIL: Look("bold red", "✗", "❌", "outside tolerance"),
+    XFAIL: Look("yellow", "x", "☑️", "expected divergence, confirmed"),
+    XPASS: Look("bold magenta", "X", "❗", "expected to diverge, but passed"),
+    ERROR: Look("bold red", "E", "💥", "export, load or run failed"),
+    TIMEOUT: Look("bold red", "T", "⏱️", "killed after the time limit"),
+    SKIP: Look("dim", "\u2013", "⏭️", "not available here"),
+    NOT_EXERCISED: Look("cyan", "\u00b7", "💤", "the inputs never reached it: not checked"),
+}
+
+
+def checked(document: ResultDocument) -> tuple[str, tuple[str, ...]]:
+    """What the document checked: ``("check", (model,))`` or ``("run", suites)`` (display names)."""
+    run = document.run
+    if run.get("command") == "check":
+        return "check", (str(run.get("model") or "model"),)
+    suites = run.get("suites")
+    names = [str(s) for s in suites] if isinstance(suites, list) else [r.suite for r in document.results]
+    return "run", tuple(dict.fromkeys(suite_name(s) for s in names if s))
+
+
+def against(document: ResultDocument) -> str:
+    """The PyTorch module a ``check --against-torch`` compared with (``run["against_torch"]``), or ``""``."""
+    module = document.run.get("against_torch")
+    return str(module) if module and document.run.get("command") == "check" else ""
+
+
+def subject(document: ResultDocument) -> str:
+    """``check: model.onnx [against pkg.mod:attr]`` or ``full, smoke``: for titles (raw; renderers make it safe)."""
+    command, names = checked(document)
+    if command == "check":
+        module = against(document)
+        return f"check: {names[0]}" + (f" against {module}" if module else "")
+    return ", ".join(names) or "conformance"
+
+
+def noun(document: ResultDocument) -> str:
+    """What one result is called: a ``lane`` of a run, a ``result`` of a check."""
+    return "result" if document.run.get("command") == "check" else "lane"
+
+
+def suite_name(suite: str) -> str:
+    """A suite's display name: packaged suites by name, suite files by their file stem."""
+    if "/" in suite or "\\" in suite or suite.endswith(".toml"):
+        return PurePath(suite.replace("\\", "/")).stem
+    return suite
+
+
+def lane_label(result: Result) -> str:
+    """What ran, within its case: ``exporter/runtime``, ``node/runtime``, ``whole model/runtime``."""
+    if result.kind == LANE:
+        return f"{result.exporter}/{result.runtime}"
+    if result.kind == NODE:
+        return f"{result.node}/{result.runtime}"
+    if result.kind == MODEL:
+        return f"whole model/{result.runtime}"
+    return "trained weights"
+
+
+def row_label(result: Result) -> str:
+    """A row of a matrix: the case for a lane; the shape and node (or whole model) for a check."""
+    if result.kind == LANE:
+        return result.case
+    where = shape_label(result.shape) if result.shape else result.case
+    if result.kind == NODE:
+        return f"{where} · {result.node}"
+    return f"{where} · whole model" if result.kind == MODEL else "trained weights"
