@@ -8,16 +8,17 @@ that was computed on the CPU.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from conformance.runtimes.ort_profile import parse_profile
 from exporters.base import AnyWeights, Artifact, Model
+
+__all__ = ["NON_COMPUTE_PROVIDERS", "OrtRuntime", "OrtSession", "discover", "parse_profile", "short_name"]
 
 # Providers that do not execute graph nodes on a device of their own.
 NON_COMPUTE_PROVIDERS = {"AzureExecutionProvider"}
@@ -27,23 +28,6 @@ OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "noopt": "ORT_DISABLE_ALL"}
 def short_name(provider: str) -> str:
     """``CUDAExecutionProvider`` -> ``cuda``."""
     return provider.removesuffix("ExecutionProvider").lower()
-
-
-def parse_profile(path: str | Path) -> dict[str, str]:
-    """``"node (OpType)"`` -> provider, from an ORT profile (chrome trace JSON)."""
-    events = json.loads(Path(path).read_text())
-    placement: dict[str, str] = {}
-    for event in events:
-        if event.get("cat") != "Node":
-            continue
-        args = event.get("args") or {}
-        provider = args.get("provider")
-        name = str(event.get("name", ""))
-        if not provider or not name.endswith("_kernel_time"):
-            continue
-        op = args.get("op_name", "?")
-        placement[f"{name.removesuffix('_kernel_time')} ({op})"] = provider
-    return placement
 
 
 class OrtSession:
@@ -165,11 +149,12 @@ def discover() -> list[OrtRuntime]:
     try:
         import onnxruntime as ort
 
-        extra = [
-            p
-            for p in ort.get_available_providers()
-            if p not in {"CPUExecutionProvider", "CUDAExecutionProvider"} | NON_COMPUTE_PROVIDERS
-        ]
+        from conformance.runtimes.ort_plugin_ep import plugin_ep_names
+
+        # Plugin EPs are registered by ort_plugin_ep, which opens their sessions by device; opened here by
+        # name they would fall back to the CPU.
+        skip = {"CPUExecutionProvider", "CUDAExecutionProvider"} | NON_COMPUTE_PROVIDERS | plugin_ep_names()
+        extra = [p for p in ort.get_available_providers() if p not in skip]
     except ImportError:
         extra = []
     return runtimes + [OrtRuntime(p, "all") for p in extra]
