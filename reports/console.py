@@ -15,8 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from conformance.records import Result, ResultDocument
-from conformance.status import FAILING, NOT_EXERCISED, SKIP, STATUSES, UNCHECKED, verdict_word
-from reports.labels import LOOKS, noun, subject
+from conformance.status import FAILING, NOT_EXERCISED, SKIP, UNCHECKED, verdict_word
+from reports.labels import LOOKS, noun, status_counts, subject
 from reports.text import ID, MESSAGE, NAME, count, safe
 
 __all__ = ["default_title", "summary"]
@@ -70,13 +70,7 @@ def _text(value: object, limit: int | None = NAME, *, style: str = "", multiline
 
 def _status_table(results: Sequence[Result], title: str) -> Table:
     """One row per runtime, one column per status that occurs, counts of results."""
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for result in results:
-        counts[result.runtime][result.status] += 1
-    total: Counter[str] = Counter()
-    for row in counts.values():
-        total.update(row)
-    statuses = [s for s in STATUSES if total[s]]
+    counts, total, statuses = status_counts(results)
     table = Table(title=_text(title, ID), title_justify="left")
     table.add_column("runtime")
     for status in statuses:

@@ -7,13 +7,26 @@ module only adds the look of each one. :func:`subject` says what a document chec
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
 from conformance.records import LANE, MODEL, NODE, Result, ResultDocument, shape_label
-from conformance.status import ERROR, FAIL, NOT_EXERCISED, PASS, SKIP, TIMEOUT, XFAIL, XPASS
+from conformance.status import ERROR, FAIL, NOT_EXERCISED, PASS, SKIP, STATUSES, TIMEOUT, XFAIL, XPASS
 
-__all__ = ["LOOKS", "Look", "against", "checked", "lane_label", "noun", "row_label", "subject", "suite_name"]
+__all__ = [
+    "LOOKS",
+    "Look",
+    "against",
+    "checked",
+    "lane_label",
+    "noun",
+    "row_label",
+    "status_counts",
+    "subject",
+    "suite_name",
+]
 
 
 @dataclass(frozen=True)
@@ -94,3 +107,14 @@ def row_label(result: Result) -> str:
     if result.kind == NODE:
         return f"{where} · {result.node}"
     return f"{where} · whole model" if result.kind == MODEL else "trained weights"
+
+
+def status_counts(results: Sequence[Result]) -> tuple[dict[str, Counter[str]], Counter[str], list[str]]:
+    """Per runtime, the count of each status; the totals; and the statuses that occur, in display order."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for result in results:
+        counts[result.runtime][result.status] += 1
+    total: Counter[str] = Counter()
+    for row in counts.values():
+        total.update(row)
+    return counts, total, [s for s in STATUSES if total[s]]

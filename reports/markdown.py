@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from conformance.records import Result, ResultDocument
 from conformance.status import FAILING, NOT_EXERCISED, PASSING, SKIP, STATUSES, UNCHECKED
-from reports.labels import LOOKS, against, checked, noun
+from reports.labels import LOOKS, against, checked, noun, status_counts
 from reports.text import ID, NAME, code_span, count, first_line, joined, markdown_inline, safe
 
 __all__ = ["LIMIT_BYTES", "render_markdown"]
@@ -106,13 +106,7 @@ def _headline(document: ResultDocument) -> str:
 
 
 def _status_table(results: Sequence[Result]) -> str:
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for result in results:
-        counts[result.runtime][result.status] += 1
-    total: Counter[str] = Counter()
-    for row in counts.values():
-        total.update(row)
-    statuses = [s for s in STATUSES if total[s]]
+    counts, total, statuses = status_counts(results)
     lines = [
         "| runtime | " + " | ".join(f"{LOOKS[s].emoji} {s}" for s in statuses) + " | total |",
         "|:--|" + "--:|" * (len(statuses) + 1),
