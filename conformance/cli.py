@@ -96,6 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(text: str, limit: int = 2000) -> str:
     """The message as one line of printable text: control characters shown, not obeyed; long text cut."""
-    line = " ".join(text.split("\n"))
-    line = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in line)
-    return line if len(line) <= limit else f"{line[:limit]}… ({len(line) - limit} more characters)"
+    from reports.text import safe
+
+    return safe(" ".join(text.split("\n")), limit)

@@ -19,7 +19,6 @@ PASSING = frozenset({PASS, XFAIL})  # conforms (an expected divergence, confirme
 UNCHECKED = frozenset({SKIP, NOT_EXERCISED})  # nothing was compared
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-NOTHING_CHECKED = "nothing was checked: every lane was skipped (see the reasons above)"
 
 
 def is_failing(status: str) -> bool:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from conformance.checkpoint import refuse_non_finite
 from exporters.errors import BadInputError
 from exporters.importers import ImportedModel
 from reference.config import LSTMConfig
@@ -38,7 +38,7 @@ def load_weights(path: Path, imported: ImportedModel) -> LSTMWeights | LMWeights
             raise
         except (ValueError, OSError, KeyError, EOFError) as exc:  # reference.weights.load names the file
             raise BadInputError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-        _refuse_non_finite(path, weights.arrays())
+        refuse_non_finite(path, weights.arrays())
         return _same_kind(path, weights, imported)
     state = _read_state_dict(path)
     prefixes = sorted({k[: -len("weight_ih_l0")] for k in state if k.endswith("weight_ih_l0")})
@@ -70,7 +70,7 @@ def _read_state_dict(path: Path) -> dict[str, np.ndarray]:
 
     Only a legacy (pre-1.6, non-zip) checkpoint falls back to ``torch.load(weights_only=True)``.
     """
-    from conformance.checkpoint import DEFAULT_MAX_BYTES, NotAZipCheckpointError, read_state_dict, refuse_non_finite
+    from conformance.checkpoint import DEFAULT_MAX_BYTES, NotAZipCheckpointError, read_state_dict
 
     try:
         state = read_state_dict(path, max_bytes=DEFAULT_MAX_BYTES)
@@ -117,16 +117,6 @@ def _same_kind(path: Path, weights: LSTMWeights | LMWeights, imported: ImportedM
             f"{path}: holds the weights of {kinds[type(weights)]}, but the model is {kinds[type(imported.weights)]}"
         )
     return weights
-
-
-def _refuse_non_finite(path: Path, arrays: dict[str, Any]) -> None:
-    """Trained weights holding NaN or Inf make every comparison meaningless: bad input, named."""
-    for name, value in arrays.items():
-        bad = ~np.isfinite(np.asarray(value, dtype=np.float64))
-        if bad.any():
-            index = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise BadInputError(f"{path}: tensor {name!r} contains NaN or Inf ({int(bad.sum())} value(s), first at "
-                             f"index {index}); refusing to compare")  # fmt: skip
 
 
 def diagnose_weights(found: LSTMWeights | LMWeights, trained: LSTMWeights | LMWeights) -> list[str]:

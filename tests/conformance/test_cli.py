@@ -101,6 +101,23 @@ class TestTopLevel:
         with pytest.raises(KeyError):
             main(["--debug", "list"])
 
+    def test_bad_input_from_a_file_cannot_steer_the_terminal(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Text from a user's file in an error line: escapes shown, not obeyed; newlines joined; cut at 2000."""
+        from conformance.commands import listing
+        from exporters.errors import BadInputError
+
+        def hostile(args: object) -> int:
+            raise BadInputError("m.onnx: node '\x1bc\x1b]0;owned\x07'\nsecond" + "x" * 2100)
+
+        monkeypatch.setattr(listing, "main", hostile)
+        assert main(["list"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: m.onnx: node '\\x1bc\\x1b]0;owned\\x07' secondxxx")
+        assert err.endswith("… (134 more characters)\n")
+        assert "\x1b" not in err and err.count("\n") == 1
+
 
 class TestList:
     def test_everything(self, capsys: pytest.CaptureFixture[str]) -> None:
