@@ -1,43 +1,71 @@
-"""``conformance check``: gate a user's exported LSTM model against the float64 reference.
+"""``conformance check``: gate any ONNX model with LSTM nodes against the float64 reference.
 
-The weights come from the model's own LSTM initializers, or from the
-weights the user trained (``.npz`` from ``reference.weights.save`` or a
-PyTorch checkpoint loaded with ``weights_only=True``). With trained weights
-given, the initializers are first compared with them, and a difference is
-named (gate order, swapped directions, a dropped bias half, single weights).
-The model then runs on every available ONNX runtime at several sequence
-lengths and batch sizes (and on inputs the user supplies), and every output
-is compared with the reference. Torch is imported only for checkpoints and
-``--against-torch``.
+Every LSTM node, wherever it sits (main graph, If branches, Loop and Scan bodies, functions), is judged on
+each runtime at the tensors it really received: the model is instrumented to return each node's inputs
+and outputs (``conformance.graph``), and ``reference.lstm`` runs on exactly those inputs. The whole model
+is judged too, against ``onnx.reference`` with our float64 LSTM in place of its own; when the model
+differs while every LSTM node conforms, the first node where the runtime and the reference part is named.
+
+Inputs are synthesized from the declared types and shapes (``conformance.graph.inputs``); the sizes of
+symbolic dims are found by probing (``dims``), or given with ``--dim``. With ``--weights``, the trained
+weights are held against what each node really used (``conformance.intent``). onnx and onnxruntime are
+imported here, so the CLI imports this module only when ``check`` runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from conformance import evaluate
 from conformance.diffs import Tolerance
-from conformance.interface import Interface, InterfaceError, read_interface
-from conformance.records import Result, model_result, shape_label, weights_result
-from conformance.status import ERROR, FAIL, FAILING, PASS, SKIP, nothing_checked
-from conformance.trained_weights import diagnose_weights, load_weights
+from conformance.graph import (
+    Captures,
+    GraphError,
+    Instrumented,
+    LSTMNode,
+    capture,
+    find_lstm_nodes,
+    first_divergence,
+    instrument,
+    judge_node,
+    reference_runner,
+)
+from conformance.graph.dims import DimPlan, plan_dims
+from conformance.graph.inputs import (
+    FeedValue,
+    GraphInput,
+    InputRoles,
+    check_value,
+    parse_dim,
+    parse_feed,
+    read_inputs,
+    roles,
+    synthesize,
+)
+from conformance.records import Result, model_result, node_result, weights_result
+from conformance.status import ERROR, FAIL, FAILING, NOT_EXERCISED, PASS, SKIP
 from exporters.base import describe_error
 from exporters.errors import BadInputError
-from exporters.importers import ImportedModel, UnmappableGraphError, import_onnx, load_onnx
-from reference.activations import lookup
-from reference.config import LMConfig, LSTMConfig
-from reference.models import lm_log_probs, run_stack
-from reference.weights import LMWeights, LSTMWeights
 
 DEFAULT_SEQ_LENS = (1, 7, 16)
 DEFAULT_BATCHES = (1, 3)
+# Features the ONNX reference evaluator's own LSTM ignores (reference/SEMANTICS.md): it cannot judge them.
+_EVALUATOR_BLIND = {
+    "clip": "clip",
+    "activations": "activations",
+    "input_forget": "input_forget",
+    "short_sequence": "sequence_lens",
+    "zero_length_sequence": "sequence_lens",
+}
 
 
 def onnx_runtime_ids() -> list[str]:
@@ -55,162 +83,139 @@ class CheckOptions:
     tolerance: Tolerance | None = None
     weights: Path | None = None
     inputs: Sequence[Path] = ()
+    dims: Sequence[str] = ()  # --dim texts
+    feeds: Sequence[str] = ()  # --feed texts
+    states: Sequence[str] = ()  # --state OUT=IN texts
+    stream: int = 0  # --stream N
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class InputSet:
+    """One set of feeds the model runs on: its label (``batch=3,seq=7``), the symbolic sizes, the feeds."""
+
+    label: str
+    sizes: Mapping[str, int]
+    feeds: Mapping[str, np.ndarray]
+    probed: bool = False  # some size was chosen by the probe, not given with --dim or fixed by the model
 
 
 @dataclass
 class CheckReport:
     model: Path
-    config: LSTMConfig | LMConfig
-    interface: Interface
-    weight_findings: list[str] = field(default_factory=list)
+    nodes: tuple[LSTMNode, ...]
+    inputs: tuple[GraphInput, ...]
+    input_sets: list[InputSet] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)
     results: list[Result] = field(default_factory=list)
+    runtimes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def failed(self) -> bool:
-        return bool(self.weight_findings) or any(r.status in FAILING for r in self.results)
-
-    @property
-    def checked_nothing(self) -> bool:
-        """Every lane was skipped: a gate that ran nothing must not pass."""
-        return nothing_checked(r.status for r in self.results)
+        return any(r.status in FAILING for r in self.results)
 
 
-# --- running -------------------------------------------------------------------------------------
+# --- loading ----------------------------------------------------------------------------------------
 
 
-def _feeds(
-    config: LSTMConfig | LMConfig, iface: Interface, steps: int, batch: int, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Random inputs for every mapped graph input, in the dtypes the graph declares."""
-    feeds = _random_feeds(config, iface, steps, batch, rng)
-    return {name: value.astype(iface.input_types.get(name, value.dtype), copy=False) for name, value in feeds.items()}
+def load_model(path: Path) -> onnx.ModelProto:
+    """The model with its external data (confined to the model's folder, sizes budgeted), or a one-line
+    ``BadInputError`` (``exporters.importers.load_onnx``)."""
+    from exporters.importers import load_onnx
+
+    model: onnx.ModelProto = load_onnx(path)
+    return model
 
 
-def _random_feeds(
-    config: LSTMConfig | LMConfig, iface: Interface, steps: int, batch: int, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    feeds: dict[str, np.ndarray] = {}
-    lstm = config.lstm if isinstance(config, LMConfig) else config
-    for name, role in iface.roles.items():
-        if role == "tokens":
-            assert isinstance(config, LMConfig)
-            ids = rng.integers(0, config.vocab_size, size=(steps, batch), dtype=np.int64)
-            feeds[name] = np.ascontiguousarray(ids.T) if iface.batch_first else ids
-        elif role == "X":
-            shape = (batch, steps, lstm.input_size) if iface.batch_first else (steps, batch, lstm.input_size)
-            feeds[name] = rng.uniform(-1, 1, shape).astype(np.float32)
-        elif role in ("initial_h", "initial_c"):
-            state = (lstm.num_layers * lstm.num_directions, batch, lstm.hidden_size)
-            feeds[name] = rng.uniform(-1, 1, state).astype(np.float32)
-        elif role == "sequence_lens":
-            lens = rng.integers(1, steps + 1, size=batch)
-            lens[0] = steps
-            if batch > 1 and steps > 1:
-                lens[-1] = rng.integers(1, steps)  # at least one padded sequence
-            feeds[name] = lens.astype(np.int32)
-    return feeds
-
-
-def expected_outputs(
-    config: LSTMConfig | LMConfig, weights: LSTMWeights | LMWeights, iface: Interface, feeds: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """The reference's value for each mapped graph output, in the output's convention."""
-    if isinstance(config, LMConfig):
-        assert isinstance(weights, LMWeights)
-        lm = LMConfig(config.vocab_size, _with_batch_first(config.lstm, iface.batch_first))
-        log_probs = lm_log_probs(lm, weights, feeds[iface.data_input])
-        values = {"log_probs": log_probs, "probs": np.exp(log_probs)}
-    else:
-        assert isinstance(weights, LSTMWeights)
-        cfg = _with_batch_first(config, iface.batch_first)
-        role = {r: n for n, r in iface.roles.items()}
-        out = run_stack(
-            cfg,
-            weights,
-            feeds[iface.data_input],
-            initial_h=feeds.get(role.get("initial_h", "")),
-            initial_c=feeds.get(role.get("initial_c", "")),
-            sequence_lens=feeds.get(role.get("sequence_lens", "")),
+def lstm_nodes(path: Path, model: onnx.ModelProto) -> tuple[LSTMNode, ...]:
+    """Every LSTM node of ``model``; a graph without one is bad input, and the message lists its ops."""
+    try:
+        nodes = find_lstm_nodes(model)
+    except GraphError as exc:
+        raise BadInputError(f"{path}: {exc}") from None
+    if not nodes:
+        ops = op_histogram(model)
+        listed = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in ops.items()) or "none"
+        raise BadInputError(
+            f"{path}: no LSTM node in the graph, its subgraphs or its functions; nothing to check (ops: {listed})"
         )
-        values = {"Y": out.output, "Y_h": out.h_n, "Y_c": out.c_n}
-    return {name: values[role] for name, role in iface.outputs.items()}
+    return nodes
 
 
-def _with_batch_first(config: LSTMConfig, batch_first: bool) -> LSTMConfig:
-    return dataclasses.replace(config, batch_first=batch_first)
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    """Op type -> count over the main graph, every subgraph and every function body, most frequent first."""
+    counts: dict[str, int] = {}
+    pending = [model.graph, *(onnx.helper.make_graph(list(f.node), f.name, [], []) for f in model.functions)]
+    while pending:
+        graph = pending.pop()
+        for node in graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+            for attr in node.attribute:
+                pending += [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _raw_y(expected: np.ndarray, actual: np.ndarray, config: LSTMConfig, batch_first: bool) -> np.ndarray:
-    """Expected Y in the operator's own rank-4 layout when the model outputs an LSTM node's Y directly."""
-    d, h = config.num_directions, config.hidden_size
-    if actual.ndim != 4 or expected.ndim != 3:
-        return expected
-    a, b, _ = expected.shape
-    split = expected.reshape(a, b, d, h)
-    return split.transpose(0, 2, 1, 3) if not batch_first else split  # [T, D, B, H] or [B, T, D, H]
+# --- the check --------------------------------------------------------------------------------------
 
 
 def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
     """Everything ``conformance check`` does, as data."""
     start = time.perf_counter()
-    if options.runtimes is None:
-        options = dataclasses.replace(options, runtimes=onnx_runtime_ids())
-    _onnx_runtimes_only(options.runtimes or ())
+    runtime_ids = list(options.runtimes) if options.runtimes is not None else onnx_runtime_ids()
+    _onnx_runtimes_only(runtime_ids)
+    model = load_model(model_path)
+    nodes = lstm_nodes(model_path, model)
+    inputs = read_inputs_or_refuse(model_path, model)
+    report = CheckReport(model_path, nodes, inputs, runtimes=runtime_ids)
+    fixed = dict(parse_dim(text, inputs) for text in options.dims)
+    feeds = {f.name: f for f in (parse_feed(text, inputs) for text in options.feeds)}
+    trained = _read_trained(options.weights)
+    input_roles = roles(model, inputs)
     try:
-        imported = import_onnx(model_path)
-        iface = read_interface(load_onnx(model_path))
-        _pattern_matches(model_path, imported, iface)
-    except (UnmappableGraphError, InterfaceError) as exc:
-        raise BadInputError(
-            f"{model_path}: cannot map the graph to an LSTM stack or language model ({exc}); "
-            f"compare against your PyTorch module instead: conformance check {model_path} --against-torch "
-            "package.module:attr"
-        ) from None
-    report = CheckReport(model_path, imported.config, iface)
-    weights = imported.weights
-    if options.weights is not None:
-        trained = load_weights(options.weights, imported)
-        report.weight_findings = diagnose_weights(imported.weights, trained)
-        weights = trained
-    for name, dims in iface.input_dims.items():
-        static = [d for d in dims[:2] if isinstance(d, int)]
-        if static and iface.roles.get(name) in ("X", "tokens"):
-            report.notes.append(f"input {name!r} declares fixed dims {dims}: only those sizes can be checked")
-    shapes = _shapes(iface, options)
-    baked = _baked_sequence_length(iface)
-    if baked is not None:
-        name, steps = baked
-        report.notes.append(
-            f"output {name!r} declares a fixed sequence length {steps} while input {iface.data_input!r} is dynamic; "
-            f"also checking T={steps}"
+        instrumented = instrument(model)
+    except GraphError as exc:
+        raise BadInputError(f"{model_path}: {exc}") from None
+    stream = None
+    if options.stream:
+        from conformance.streaming import plan_stream
+
+        stream = plan_stream(model, inputs, options.states, options.stream)
+        report.notes += stream.notes
+    with tempfile.TemporaryDirectory(prefix="conformance-check-") as folder:
+        instrumented_path = Path(folder) / "instrumented.onnx"
+        _save(instrumented.model, instrumented_path)
+        dims = plan_dims(
+            instrumented, instrumented_path, inputs, input_roles, fixed, feeds, options.seq_lens, options.batches
         )
-        batches = sorted({b for _, b in shapes})
-        shapes += [(steps, b) for b in batches if (steps, b) not in shapes]
-    rng = np.random.default_rng(options.seed)
-    cases = [(Shape({"T": t, "B": b}), _feeds(imported.config, iface, t, b, rng)) for t, b in shapes]
-    cases += [(Shape(label=f"inputs:{p.name}"), _user_feeds(p, iface)) for p in options.inputs]
-    report.results = _run_runtimes(model_path, imported, weights, iface, cases, options)
-    if report.weight_findings:
-        message = "the model's LSTM initializers differ from the trained weights (--weights):\n" + "\n".join(
-            f"- {finding}" for finding in report.weight_findings
-        )
-        report.results.insert(0, weights_result(model_path.name, FAIL, message))
+        report.notes += dims.notes
+        report.input_sets = _input_sets(inputs, input_roles, dims, feeds, options, fixed)
+        report.input_sets += [_user_input_set(p, inputs) for p in options.inputs]
+        reference = _reference_runs(instrumented, report.input_sets)
+        if trained is not None:
+            report.results.append(_intent(model_path, model, trained, nodes, reference))
+        for runtime_id in runtime_ids:
+            report.results += _check_runtime(
+                runtime_id, model_path, model, instrumented, instrumented_path, report, reference, options
+            )
+        report.results = _fold_not_exercised(report.results)
+        if stream is not None:
+            from conformance.streaming import run_stream
+
+            report.results += run_stream(
+                stream, model_path, model, report.input_sets[0], runtime_ids, options, open_session
+            )
+    report.causes = _causes(report)
     report.seconds = time.perf_counter() - start
     return report
 
 
-@dataclass(frozen=True)
-class Shape:
-    """The input one check ran at: sizes (``{"T": 7, "B": 3}``) or a label (``inputs:batch.npz``)."""
-
-    sizes: dict[str, int] | None = None
-    label: str = ""
-
-    def __str__(self) -> str:
-        return shape_label(self.sizes) if self.sizes else self.label
+def read_inputs_or_refuse(path: Path, model: onnx.ModelProto) -> tuple[GraphInput, ...]:
+    try:
+        return read_inputs(model)
+    except BadInputError as exc:
+        raise BadInputError(f"{path}: {exc}") from None
 
 
 def _onnx_runtimes_only(runtime_ids: Sequence[str]) -> None:
@@ -224,231 +229,509 @@ def _onnx_runtimes_only(runtime_ids: Sequence[str]) -> None:
             )
 
 
-def _pattern_matches(model_path: Path, imported: ImportedModel, iface: Interface) -> None:
-    """The traced outputs must fit what the importer recognised (stack vs language model)."""
-    lm = isinstance(imported.config, LMConfig)
-    softmax = [name for name, role in iface.outputs.items() if role in ("log_probs", "probs")]
-    if softmax and not lm:
-        raise InterfaceError(
-            f"output {softmax[0]!r} is a (Log)Softmax after the LSTMs, but no embedding Gather feeds them: "
-            "neither a bare LSTM stack nor the language-model pattern"
-        )
-    if lm and iface.tokens is False:
-        raise InterfaceError("an embedding feeds the LSTMs but no graph input holds the token ids")
-
-
-def _blind_spot(runtime_id: str, config: LSTMConfig, iface: Interface) -> str | None:
-    """Why onnx.reference cannot judge this model: it ignores these LSTM features (reference/SEMANTICS.md)."""
-    if runtime_id != "onnx-reference":
+def _read_trained(path: Path | None) -> Any:
+    if path is None:
         return None
-    ignored = []
-    if "sequence_lens" in iface.roles.values():
-        ignored.append("sequence_lens")
-    if config.clip is not None:
-        ignored.append("clip")
-    if config.input_forget:
-        ignored.append("input_forget")
-    defaults = ["Sigmoid", "Tanh", "Tanh"] * config.num_directions
-    if config.activations is not None and [lookup(a).name for a in config.activations] != defaults:
-        ignored.append("activations")
-    if config.activation_alpha or config.activation_beta:
-        ignored.append("activation_alpha/beta")
-    if not ignored:
-        return None
-    return f"onnx.reference's LSTM ignores {', '.join(ignored)}, which this model uses (reference/SEMANTICS.md)"
+    from conformance.intent import read_trained
+
+    return read_trained(path)
 
 
-def _baked_sequence_length(iface: Interface) -> tuple[str, int] | None:
-    """A time-axis output dim fixed to a number while the sequence input's is symbolic."""
-    t_axis = 1 if iface.batch_first else 0
-    dims = iface.input_dims.get(iface.data_input, [])
-    if len(dims) <= t_axis or isinstance(dims[t_axis], int):
-        return None
-    for name, role in iface.outputs.items():
-        out = iface.output_dims.get(name, [])
-        fixed = out[t_axis] if len(out) > t_axis else None
-        if role in ("Y", "log_probs", "probs") and isinstance(fixed, int):
-            return name, fixed
-    return None
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    if model.ByteSize() > 1_900_000_000:  # protobuf's 2 GB limit: keep the weights beside the graph
+        onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data")
+    else:
+        onnx.save_model(model, str(path))
 
 
-def _shapes(iface: Interface, options: CheckOptions) -> list[tuple[int, int]]:
-    dims = iface.input_dims.get(iface.data_input, [])
-    t_axis, b_axis = (1, 0) if iface.batch_first else (0, 1)
-    fixed_t, fixed_b = (dims[a] if len(dims) > a else None for a in (t_axis, b_axis))
-    seq_lens = [fixed_t] if isinstance(fixed_t, int) else list(options.seq_lens)
-    batches = [fixed_b] if isinstance(fixed_b, int) else list(options.batches)
-    return [(t, b) for t in seq_lens for b in batches]
+# --- inputs -----------------------------------------------------------------------------------------
 
 
-def _user_feeds(path: Path, iface: Interface) -> dict[str, np.ndarray]:
+def _input_sets(
+    inputs: Sequence[GraphInput],
+    input_roles: InputRoles,
+    dims: DimPlan,
+    feeds: Mapping[str, FeedValue],
+    options: CheckOptions,
+    given: Mapping[str, tuple[int, ...]],
+) -> list[InputSet]:
+    """One input set per combination of dim sizes; then, at the first sizes, one per other value of each
+    input that an If condition reads (so both branches run), unless the user fed that input."""
+    rng = np.random.default_rng(options.seed)
+    sets = []
+    for sizes in dims.combinations:
+        steps = dims.steps(sizes)
+        made = {i.name: synthesize(i, sizes, input_roles, rng, steps=steps, feed=feeds.get(i.name)) for i in inputs}
+        probed = any(dims.roles.get(k) in ("sequence", "batch") for k in sizes if k not in given)
+        sets.append(InputSet(_label(sizes), sizes, made, probed))
+    if not sets:
+        return sets
+    first = sets[0]
+    for name, (_, other) in input_roles.conditions.items():
+        if name in feeds:
+            continue
+        value = np.full_like(first.feeds[name], other)
+        label = f"{first.label},{name}={_show(other)}" if first.label else f"{name}={_show(other)}"
+        sets.append(InputSet(label, first.sizes, {**first.feeds, name: value}, first.probed))
+    return sets
+
+
+def _label(sizes: Mapping[str, int]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sizes.items()) or "fixed shape"
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _user_input_set(path: Path, inputs: Sequence[GraphInput]) -> InputSet:
     """Inputs from an ``.npz`` (keys = input names) or an ONNX test-data folder of ``input_N.pb``."""
     if path.is_dir():
-        import onnx
         from onnx import numpy_helper
 
         feeds = {}
-        for pb in sorted(path.glob("input_*.pb")):
+        for index, pb in enumerate(sorted(path.glob("input_*.pb"))):
             tensor = onnx.TensorProto()
-            tensor.ParseFromString(pb.read_bytes())
-            feeds[tensor.name] = numpy_helper.to_array(tensor)
+            try:
+                tensor.ParseFromString(pb.read_bytes())
+                array = numpy_helper.to_array(tensor, base_dir=str(path))
+            except Exception as exc:
+                raise BadInputError(f"{pb}: not an ONNX TensorProto ({describe_error(exc, 200)})") from None
+            name = tensor.name or (inputs[index].name if index < len(inputs) else f"input_{index}")
+            feeds[name] = array
     elif path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            feeds = {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                feeds = {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError, AttributeError) as exc:
+            raise BadInputError(f"{path}: not an .npz archive ({exc})") from None
     else:
         raise BadInputError(f"{path}: no such file or folder")
-    missing = [n for n in iface.roles if n not in feeds]
+    missing = [i.name for i in inputs if i.name not in feeds]
     if missing:
         raise BadInputError(f"{path}: no data for model input(s) {missing} (found: {sorted(feeds)})")
-    _check_user_feeds(path, iface, feeds)
-    return {name: feeds[name] for name in iface.roles}
+    for graph_input in inputs:
+        check_value(str(path), graph_input, feeds[graph_input.name])
+    return InputSet(f"inputs:{path.name}", {}, {i.name: feeds[i.name] for i in inputs})
 
 
-def _check_user_feeds(path: Path, iface: Interface, feeds: dict[str, np.ndarray]) -> None:
-    for name, dims in iface.input_dims.items():
-        if name not in feeds:
-            continue
-        value = feeds[name]
-        want = "an integer" if iface.roles.get(name) in ("tokens", "sequence_lens") else "a float"
-        kind_ok = value.dtype.kind in "iu" if want == "an integer" else value.dtype.kind == "f"
-        if not kind_ok:
-            raise BadInputError(f"{path}: input {name!r} has dtype {value.dtype}, the model takes {want} tensor")
-        declared = iface.input_types.get(name)
-        if declared is not None and value.dtype != declared:  # runtimes do not cast: float64 into float32 errors
-            raise BadInputError(f"{path}: input {name!r} has dtype {value.dtype}, the model takes {declared}")
-        if len(dims) != value.ndim or any(
-            isinstance(d, int) and d != s for d, s in zip(dims, value.shape, strict=False)
-        ):
-            raise BadInputError(f"{path}: input {name!r} has shape {list(value.shape)}, the model declares {dims}")
-        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-            raise BadInputError(f"{path}: input {name!r} contains NaN or Inf; refusing to compare")
+# --- the reference ----------------------------------------------------------------------------------
 
 
-def _run_runtimes(
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The whole-model reference on one input set: its captures, or why it could not run."""
+
+    captures: Captures | None
+    error: str | None = None
+
+
+def _reference_runs(instrumented: Instrumented, input_sets: Sequence[InputSet]) -> dict[str, ReferenceRun]:
+    run = reference_runner()
+    found = {}
+    for input_set in input_sets:
+        try:
+            found[input_set.label] = ReferenceRun(capture(instrumented, input_set.feeds, run))
+        except Exception as exc:
+            found[input_set.label] = ReferenceRun(None, describe_error(exc, 300))
+    return found
+
+
+# --- one runtime ------------------------------------------------------------------------------------
+
+
+def _check_runtime(
+    runtime_id: str,
     model_path: Path,
-    imported: ImportedModel,
-    weights: LSTMWeights | LMWeights,
-    iface: Interface,
-    cases: list[tuple[Shape, dict[str, np.ndarray]]],
+    model: onnx.ModelProto,
+    instrumented: Instrumented,
+    instrumented_path: Path,
+    report: CheckReport,
+    reference: Mapping[str, ReferenceRun],
     options: CheckOptions,
 ) -> list[Result]:
     from conformance.runtimes import get_runtime
-    from exporters.base import OK, Artifact
 
-    artifact = Artifact("user", OK, path=model_path)
-    lstm = imported.config.lstm if isinstance(imported.config, LMConfig) else imported.config
-    expected = [expected_outputs(imported.config, weights, iface, feeds) for _, feeds in cases]
-    results = []
-    for runtime_id in options.runtimes or ():
-        runtime = get_runtime(runtime_id)
-        reason = runtime.unavailable() or _blind_spot(runtime_id, lstm, iface)
-        if reason:
-            results.append(model_result(model_path.name, runtime_id, SKIP, reason))
-            continue
-        try:
-            session = runtime.open(artifact, imported.config, weights)
-        except Exception as exc:
-            message = f"{runtime_id} could not load the model: {describe_error(exc)}"
-            results.append(model_result(model_path.name, runtime_id, ERROR, message))
-            continue
-        settings = runtime.settings()
-        try:
-            lanes = [
-                _one(session, runtime_id, shape, feeds, want, lstm, iface, options, model_path.name, settings)
-                for (shape, feeds), want in zip(cases, expected, strict=True)
-            ]
-            problem = evaluate.placement_problem(runtime_id, runtime.required_provider, session.placement())
-        finally:
-            session.close()
-        if problem:  # the LSTM ran on another provider: none of these lanes is a result of this runtime
-            lanes = [r.with_status(FAIL, f"{problem}\n\n{r.message}") for r in lanes]
-        results += lanes
+    name = model_path.name
+    runtime = get_runtime(runtime_id)
+    reason = runtime.unavailable()
+    if reason:
+        return [model_result(name, runtime_id, SKIP, reason)]
+    try:
+        session = open_session(runtime, instrumented_path)
+    except Exception as exc:
+        return [model_result(name, runtime_id, ERROR, f"{runtime_id} could not load the model: {describe_error(exc)}")]
+    settings = runtime.settings()
+    results: list[Result] = []
+    plain = _PlainSession(runtime, model_path)
+    try:
+        for input_set in report.input_sets:
+            results += _check_input(
+                runtime_id, session, plain, name, model, instrumented, input_set, reference[input_set.label],
+                options, settings,
+            )  # fmt: skip
+        problem = evaluate.placement_problem(runtime_id, runtime.required_provider, session.placement())
+    finally:
+        session.close()
+        plain.close()
+    if problem:  # the LSTM ran on another provider: none of these verdicts is a result of this runtime
+        results = [r.with_status(FAIL, f"{problem}\n\n{r.message}") if r.status != SKIP else r for r in results]
     return results
 
 
-def _one(
-    session: Any,
+class _PlainSession:
+    """The runtime on the user's own model, opened only when the instrumented copy fails on it."""
+
+    def __init__(self, runtime: Any, path: Path) -> None:
+        self.runtime, self.path = runtime, path
+        self.session: Any = None
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        if self.session is None:
+            self.session = open_session(self.runtime, self.path)
+        outputs: dict[str, Any] = self.session.run(feeds)
+        return outputs
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+
+def open_session(runtime: Any, path: Path) -> Any:
+    from exporters.base import OK, Artifact
+
+    return runtime.open(Artifact("user", OK, path=path), None, None)
+
+
+def _check_input(
     runtime_id: str,
-    shape: Shape,
-    feeds: dict[str, np.ndarray],
-    expected: dict[str, np.ndarray],
-    lstm: LSTMConfig,
-    iface: Interface,
+    session: Any,
+    plain: _PlainSession,
+    name: str,
+    model: onnx.ModelProto,
+    instrumented: Instrumented,
+    input_set: InputSet,
+    reference: ReferenceRun,
     options: CheckOptions,
-    model: str,
     settings: dict[str, Any],
-) -> Result:
-    """One input on one runtime, through the evaluator."""
+) -> list[Result]:
+    """Every node and the whole model on one runtime at one input set."""
+    label = input_set.label
+    facts: dict[str, Any] = {"shape": dict(input_set.sizes) or None, "settings": settings}
     start = time.perf_counter()
-    facts: dict[str, Any] = {"shape": shape.sizes, "settings": settings}
-    actual = evaluate.run(session, feeds, runtime_id, where=str(shape))
-    if isinstance(actual, evaluate.Verdict):
-        return model_result(model, runtime_id, actual.status, actual.message, label=str(shape), **facts)
-    if "Y" in expected and "Y" in actual:
-        expected = {**expected, "Y": _raw_y(expected["Y"], np.asarray(actual["Y"]), lstm, iface.batch_first)}
-    axes = {
-        n: (1 if iface.batch_first else 0) if r in ("Y", "log_probs", "probs") else None
-        for n, r in iface.outputs.items()
-    }
-    verdict = evaluate.judge(
-        actual,
-        expected,
-        evaluate.tolerances(expected, actual, lambda name: options.tolerance),
-        time_axes=axes,
-        padding_masks=_padding(iface, feeds, expected),
-        where=f"at {shape}",
-    )
-    facts["duration_s"] = round(time.perf_counter() - start, 4)
-    return model_result(
-        model, runtime_id, verdict.status, verdict.message, label=str(shape), outputs=verdict.outputs, **facts
-    )
-
-
-def _padding(iface: Interface, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Where Y must be exactly zero: time steps past each sequence's length."""
-    lens_input = iface.input_for("sequence_lens")
-    if lens_input is None or lens_input not in feeds:
-        return {}
-    lens = np.asarray(feeds[lens_input], dtype=np.int64)
-    masks = {}
-    for name, role in iface.outputs.items():
-        if role != "Y" or name not in expected:
-            continue
-        value = expected[name]
-        t_axis = 1 if iface.batch_first else 0
-        b_axis = 0 if iface.batch_first else (2 if value.ndim == 4 else 1)
-        steps = value.shape[t_axis]
-        padded = np.arange(steps)[:, None] >= lens[None, :]  # [T, B]
-        shape = [1] * value.ndim
-        shape[t_axis], shape[b_axis] = steps, len(lens)
-        masks[name] = (padded.T if t_axis > b_axis else padded).reshape(shape)
-    return masks
-
-
-def diagnose(report: CheckReport) -> list[str]:
-    """Causes worth naming, read off the weights and the pattern of failures across shapes.
-
-    A baked sequence length is blamed only when every runtime that ran fails at
-    the same lengths and passes at the others.
-    """
-    causes = list(report.weight_findings)
-    per_runtime: dict[str, dict[int, bool]] = {}
-    for record in report.results:
-        if record.shape is None or "T" not in record.shape or record.status == SKIP:
-            continue
-        steps = record.shape["T"]
-        passed_at = per_runtime.setdefault(record.runtime, {})
-        passed_at[steps] = passed_at.get(steps, True) and record.status == PASS
-    patterns = {
-        (tuple(sorted(t for t, ok in p.items() if ok)), tuple(sorted(t for t, ok in p.items() if not ok)))
-        for p in per_runtime.values()
-    }
-    if len(patterns) == 1:
-        good, bad = next(iter(patterns))
-        if good and bad:
-            causes.append(
-                f"fails at sequence length(s) {', '.join(map(str, bad))} but passes at {', '.join(map(str, good))} "
-                "on every runtime: the export likely baked its example sequence length into the graph (a known "
-                "torch.onnx dynamo exporter bug: a Reshape to the example length)"
+    try:
+        captures = capture(instrumented, input_set.feeds, lambda _model, feeds: session.run(feeds))
+    except Exception as exc:
+        error = describe_error(exc)
+        if runtime_id == "onnx-reference" and _has_loop(model) and "concatenate" in error:
+            message = (
+                f"onnx.reference cannot run this model's Loop ({error}): its Loop does not stack scan outputs; "
+                "the whole-model reference uses a Loop that does (conformance/graph/evaluator_ops.py)"
             )
-    return causes
+            return [model_result(name, runtime_id, SKIP, message, label=label, **facts)]
+        if reference.captures is None:  # the reference rejects it too: the model cannot take this input
+            message = f"the model rejects this input ({label}): the reference fails too ({reference.error})"
+            if not input_set.probed:  # sizes the user chose, or the only ones the model declares: not a fault
+                return [model_result(name, runtime_id, SKIP, message, label=label, **facts)]
+            message += (
+                "; the model declares these dims dynamic and the probe found them mapping onto the LSTM's "
+                "sequence or batch axis, so a size it cannot take is a fault of the export"
+            )
+            return [model_result(name, runtime_id, FAIL, message, label=label, **facts)]
+        return _uninstrumented(runtime_id, plain, name, input_set, reference, error, options, facts)
+    blind = _evaluator_blind_spots(runtime_id, captures)
+    results = [
+        _node_verdict(runtime_id, name, label, node_capture, blind, options.tolerance, facts)
+        for node_capture in captures
+    ]
+    results.append(
+        _model_verdict(runtime_id, session, name, model, input_set, captures, reference, results, blind, options, facts)
+    )
+    duration = round(time.perf_counter() - start, 4)
+    return [dataclasses.replace(r, duration_s=duration) for r in results]
+
+
+def _has_loop(model: onnx.ModelProto) -> bool:
+    return "Loop" in op_histogram(model)
+
+
+def _uninstrumented(
+    runtime_id: str,
+    plain: _PlainSession,
+    name: str,
+    input_set: InputSet,
+    reference: ReferenceRun,
+    error: str,
+    options: CheckOptions,
+    facts: Mapping[str, Any],
+) -> list[Result]:
+    """The runtime failed on the instrumented copy: run the user's model itself, so the whole model is
+    still judged, and say that the nodes could not be captured."""
+    label = input_set.label
+    assert reference.captures is not None
+    try:
+        outputs = plain.run(input_set.feeds)
+    except Exception as exc:
+        message = f"{runtime_id} failed at {label}: {describe_error(exc)}"
+        return [model_result(name, runtime_id, ERROR, message, label=label, **facts)]
+    nodes = [
+        node_result(
+            name,
+            c.node.path,
+            runtime_id,
+            ERROR,
+            f"{runtime_id} runs the model but not the instrumented copy that returns each LSTM node's tensors, "
+            f"so LSTM node {c.node.path} was not captured at {label}: {error}",
+            label=label,
+            **facts,
+        )
+        for c in reference.captures
+    ]
+    verdict = _compare_outputs(outputs, reference.captures, options, label)
+    whole = model_result(
+        name, runtime_id, verdict.status, verdict.message, label=label, outputs=verdict.outputs, **facts
+    )
+    return [*nodes, whole]
+
+
+def _compare_outputs(
+    outputs: Mapping[str, Any], reference: Captures, options: CheckOptions, label: str
+) -> evaluate.Verdict:
+    expected = {k: v for k, v in reference.outputs.items() if isinstance(v, np.ndarray)}
+    actual = {k: outputs.get(k) for k in expected}
+    allowed = evaluate.tolerances(expected, actual, lambda _name: options.tolerance or _compute_tolerance(reference))
+    verdict = evaluate.judge(actual, expected, allowed, where=f"at {label}")
+    if verdict.status == PASS:
+        message = f"the model's outputs ({', '.join(expected)}) match the whole-model reference at {label}"
+        return dataclasses.replace(verdict, message=message)
+    return verdict
+
+
+_PRECISION = ("float16", "bfloat16", "float32", "float64")
+
+
+def _compute_tolerance(reference: Captures) -> Tolerance | None:
+    """The tolerance of the model's least precise LSTM (a float16 model with float32 inputs and outputs
+    computes in float16: its outputs carry float16 error); None when the outputs' own dtype decides."""
+    from conformance.compare import default_tolerance
+
+    dtypes = [c.node.dtype for c in reference if c.node.dtype in _PRECISION]
+    if not dtypes:
+        return None
+    least = min(dtypes, key=_PRECISION.index)
+    return default_tolerance(least) if least in ("float16", "bfloat16") else None
+
+
+def _evaluator_blind_spots(runtime_id: str, captures: Captures) -> dict[str, str]:
+    """Node path -> why ``onnx-reference`` cannot judge it (features its own LSTM ignores)."""
+    if runtime_id != "onnx-reference":
+        return {}
+    from conformance.graph import divergence_features
+
+    found = {}
+    for node_capture in captures:
+        ignored = sorted(
+            {
+                _EVALUATOR_BLIND[f]
+                for inv in node_capture.invocations or (None,)
+                for f in divergence_features(node_capture.node, inv)
+                if f in _EVALUATOR_BLIND
+            }
+        )
+        if ignored:
+            found[node_capture.node.path] = (
+                f"onnx.reference's LSTM ignores {', '.join(ignored)}, which this node uses (reference/SEMANTICS.md)"
+            )
+    return found
+
+
+def _node_verdict(
+    runtime_id: str,
+    name: str,
+    label: str,
+    node_capture: Any,
+    blind: Mapping[str, str],
+    tolerance: Tolerance | None,
+    facts: Mapping[str, Any],
+) -> Result:
+    node = node_capture.node
+    if not node_capture.exercised:
+        message = f"LSTM node {node.path}: {node_capture.not_exercised}"
+        return node_result(name, node.path, runtime_id, NOT_EXERCISED, message, label=label, **facts)
+    if node.path in blind:
+        return node_result(name, node.path, runtime_id, SKIP, blind[node.path], label=label, **facts)
+    failures: list[str] = []
+    worst = None
+    features: set[str] = set()
+    for invocation in node_capture.invocations:
+        try:
+            verdict = judge_node(node, invocation, tolerances=tolerance)
+        except ValueError as exc:
+            message = f"LSTM node {node.path}: the reference cannot run on the captured inputs: {exc}"
+            return node_result(name, node.path, runtime_id, ERROR, message, label=label, **facts)
+        features.update(verdict.features)
+        if not verdict.passed:
+            failures += verdict.messages()
+            worst = worst or verdict
+        elif worst is None and verdict is not None:
+            pass
+    count = len(node_capture.invocations)
+    runs = f" ({count} invocations)" if count > 1 else ""
+    outputs = tuple((worst or verdict).diffs)
+    extra = {"features": tuple(sorted(features))} if features else {}
+    if failures:
+        shown = failures[:3] + ([f"... and {len(failures) - 3} more"] if len(failures) > 3 else [])
+        message = f"{runtime_id} at {label}{runs}:\n" + "\n".join(shown)
+        return node_result(name, node.path, runtime_id, FAIL, message, label=label, outputs=outputs, **extra, **facts)
+    message = f"LSTM node {node.path} matches the float64 reference at {label}{runs}"
+    return node_result(name, node.path, runtime_id, PASS, message, label=label, outputs=outputs, **extra, **facts)
+
+
+def _model_verdict(
+    runtime_id: str,
+    session: Any,
+    name: str,
+    model: onnx.ModelProto,
+    input_set: InputSet,
+    captures: Captures,
+    reference: ReferenceRun,
+    node_results: Sequence[Result],
+    blind: Mapping[str, str],
+    options: CheckOptions,
+    facts: Mapping[str, Any],
+) -> Result:
+    label = input_set.label
+    if reference.captures is None:
+        message = f"the reference could not run the whole model at {label}: {reference.error}"
+        return model_result(name, runtime_id, ERROR, message, label=label, **facts)
+    exercised_blind = [p for p in blind if not captures[p].not_exercised]
+    if exercised_blind:
+        reason = blind[exercised_blind[0]]
+        return model_result(name, runtime_id, SKIP, f"whole model not judged: {reason}", label=label, **facts)
+    verdict = _compare_outputs(captures.outputs, reference.captures, options, label)
+    if verdict.status == PASS:
+        return model_result(name, runtime_id, PASS, verdict.message, label=label, outputs=verdict.outputs, **facts)
+    nodes_ok = all(r.status in (PASS, NOT_EXERCISED) for r in node_results)
+    message = verdict.message
+    if nodes_ok:
+        message = (
+            f"{verdict.message}\nEvery LSTM node conforms at {label}: the difference is outside the LSTMs."
+            + _first_divergence(runtime_id, model, input_set, options)
+        )
+    return model_result(name, runtime_id, verdict.status, message, label=label, outputs=verdict.outputs, **facts)
+
+
+def _first_divergence(runtime_id: str, model: onnx.ModelProto, input_set: InputSet, options: CheckOptions) -> str:
+    """`` The first node where ... diverge is ...``, or why it could not be found."""
+    from conformance.runtimes import get_runtime
+
+    runtime = get_runtime(runtime_id)
+
+    def run(probe: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="conformance-bisect-") as folder:
+            path = Path(folder) / "probe.onnx"
+            _save(probe, path)
+            session = open_session(runtime, path)
+            try:
+                outputs: dict[str, Any] = session.run(feeds)
+                return outputs
+            finally:
+                session.close()
+
+    try:
+        found = first_divergence(model, input_set.feeds, run, tolerances=options.tolerance)
+    except Exception as exc:
+        return f" Could not find the first diverging node: {describe_error(exc, 200)}."
+    if found is None:
+        return (
+            " No intermediate value differs when every one is exposed (the runtime may fuse nodes only when "
+            "they are not observed)."
+        )
+    return (
+        f" The first node where {runtime_id} and the reference diverge is {found.op_type} {found.path} "
+        f"(output {found.output!r}: greatest error {found.diff.max_abs:.3g} at index {found.diff.max_abs_index})."
+    )
+
+
+# --- intent -----------------------------------------------------------------------------------------
+
+
+def _intent(
+    model_path: Path, model: onnx.ModelProto, trained: Any, nodes: Sequence[LSTMNode], reference: Mapping[str, Any]
+) -> Result:
+    """The trained weights (``--weights``) held against what each node used in the reference runs."""
+    from onnx import numpy_helper
+
+    from conformance.intent import NodeWeights, check_extras, check_intent
+
+    used: dict[str, NodeWeights] = {}
+    for run in reference.values():
+        if run.captures is None:
+            continue
+        for node_capture in run.captures:
+            node = node_capture.node
+            if node.path in used or not node_capture.exercised:
+                continue
+            used[node.path] = NodeWeights.of(node, node_capture.invocations[0].inputs)
+    missing = [n.path for n in nodes if n.path not in used]
+    findings = check_intent(trained, [used[n.path] for n in nodes if n.path in used])
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    findings += check_extras(trained, initializers)
+    lines = [f.message for f in findings]
+    note = f"\n(not compared: {', '.join(missing)}, not exercised by these inputs)" if missing else ""
+    if lines:
+        message = f"the model differs from the trained weights ({model_path.name} vs {trained.path.name}):\n" + (
+            "\n".join(f"- {line}" for line in lines)
+        )
+        return weights_result(model_path.name, FAIL, message + note)
+    compared = len(used)
+    message = (
+        f"every LSTM node ({compared} compared) uses the trained weights of {trained.path.name} "
+        f"with nn.LSTM's semantics{note}"
+    )
+    return weights_result(model_path.name, PASS if compared else SKIP, message)
+
+
+def _rejected(results: Sequence[Result], label: str) -> bool:
+    return any(
+        r.shape is not None and r.message.startswith(f"the model rejects this input ({label})") for r in results
+    ) or any(r.message.startswith(f"the model rejects this input ({label})") for r in results)
+
+
+def _fold_not_exercised(results: list[Result]) -> list[Result]:
+    """Keep "not exercised" only for a node no input reached on that runtime, once (the first input)."""
+    reached = {(r.node, r.runtime) for r in results if r.node and r.status != NOT_EXERCISED}
+    kept, seen = [], set()
+    for result in results:
+        key = (result.node, result.runtime)
+        if result.status == NOT_EXERCISED and (key in reached or key in seen):
+            continue
+        seen.add(key)
+        kept.append(result)
+    return kept
+
+
+# --- causes -----------------------------------------------------------------------------------------
+
+
+def _causes(report: CheckReport) -> list[str]:
+    """Causes worth naming across results: LSTM nodes that fail on every runtime that judged them."""
+    by_node: dict[str, set[str]] = {}
+    for result in report.results:
+        if result.node and result.status not in (SKIP, NOT_EXERCISED):
+            by_node.setdefault(result.node, set()).add(result.status)
+    rejected = [s.label for s in report.input_sets if _rejected(report.results, s.label)]
+    ran = [s.label for s in report.input_sets if s.label not in rejected]
+    causes = []
+    if rejected and ran:
+        causes.append(
+            f"the model rejects some inputs its declared dims allow ({'; '.join(rejected[:4])}) but runs at others "
+            f"({'; '.join(ran[:4])}): a dim declared dynamic is fixed inside the graph (e.g. a dynamo export that "
+            "baked its example sequence length into a Reshape)"
+        )
+    return causes + [
+        f"LSTM node {path} fails on every runtime that ran it: the node itself (its weights or attributes), "
+        "not one runtime, departs from the reference"
+        for path, statuses in by_node.items()
+        if statuses == {FAIL} and len({r.runtime for r in report.results if r.node == path and r.status == FAIL}) > 1
+    ]

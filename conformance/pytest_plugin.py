@@ -369,7 +369,6 @@ class CheckItem(_ConformanceItem):
             self.extra_keyword_matches.add(runtime)
 
     def runtest(self) -> None:
-        from conformance.check import diagnose
         from conformance.status import FAILING, nothing_checked
 
         assert isinstance(self.parent, CheckFile)
@@ -377,15 +376,16 @@ class CheckItem(_ConformanceItem):
         if isinstance(report, str):
             raise LaneFailedError(report)
         if self.runtime is None:
-            if report.weight_findings:
-                raise LaneFailedError(_weights_text(report.weight_findings))
+            weights = [r for r in report.results if r.kind == "weights" and r.status in FAILING]
+            if weights:
+                raise LaneFailedError(weights[0].message)
             return
         records = [r for r in report.results if r.runtime == self.runtime]
         if records and nothing_checked(r.status for r in records):
             self._skip(records[0].message)
         failing = [r for r in records if r.status in FAILING]
         if failing:
-            raise LaneFailedError(f"{self.runtime}: {_failure_text(failing, len(records), diagnose(report))}")
+            raise LaneFailedError(f"{self.runtime}: {_failure_text(failing, len(records), report.causes)}")
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, self.nodeid
@@ -404,14 +404,13 @@ def conformance_check(model_path: str | os.PathLike[str], **options: Any) -> Che
     could run the model at all; raises ``CheckInputError`` for a model or weights file it cannot read.
     """
     __tracebackhide__ = True
-    from conformance.check import diagnose
     from conformance.status import FAILING, UNCHECKED
 
     report = _run_check(Path(model_path), **options)
     if report.failed:
         failing = [r for r in report.results if r.status in FAILING]
         ran = [r for r in report.results if r.status not in UNCHECKED]
-        text = _failure_text(failing, len(ran), diagnose(report)) if failing else _weights_text(report.weight_findings)
+        text = _failure_text(failing, len(ran), report.causes)
         raise AssertionError(f"conformance check of {model_path}: {text}")
     if all(r.status in UNCHECKED for r in report.results):
         reasons = sorted({f"{r.runtime}: {r.message}" for r in report.results})
@@ -474,12 +473,10 @@ def _check_options(options: dict[str, Any]) -> CheckOptions:
 
 def _failure_text(failing: list[Result], total: int, causes: list[str]) -> str:
     """A one-line count, the likely causes (read first, also in JUnit), then each failing lane's message."""
-    parts = [f"{len(failing)} of {total} lane(s) failed"]
+    from reports.text import count, plural
+
+    parts = [f"{len(failing)} of {count(total, 'result')} failed"]
     if causes:
-        parts[0] += "; likely cause(s):\n" + "\n".join(f"  - {cause}" for cause in causes)
+        parts[0] += f"; likely {plural(len(causes), 'cause')}:\n" + "\n".join(f"  - {cause}" for cause in causes)
     parts += [f"{r.status.upper()} {r.id}\n{r.message}" for r in failing]
     return "\n\n".join(parts)
-
-
-def _weights_text(findings: list[str]) -> str:
-    return "the model's initializers are not the trained weights:\n" + "\n".join(f"  - {f}" for f in findings)

@@ -1,88 +1,152 @@
-"""The user's trained weights: loaded safely, then held against the weights an exported model carries.
+"""The user's trained weights, read safely and grouped into the layers of every ``nn.LSTM`` they hold.
 
-``--weights`` takes a ``.npz`` written by ``reference.weights.save`` or a PyTorch checkpoint (a state_dict,
-loaded with ``weights_only=True``). ``diagnose_weights`` names how the model's LSTM initializers differ:
-gate order, swapped directions, a dropped bias half, float16 rounding, or single values.
+``read_trained`` takes a PyTorch state_dict (``.pt``/``.pth``/``.bin``, read without torch for zip
+checkpoints; a legacy one falls back to ``torch.load(weights_only=True)``) or our ``.npz`` bundle
+(``reference.weights.save``), refuses NaN and Inf, and converts each LSTM layer to ONNX layout and IOFC
+gate order. ``conformance.intent`` holds the layers against a model's LSTM nodes.
+
+``load_weights`` and ``diagnose_weights`` are the old one-stack check's; they go when it does.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from conformance.checkpoint import refuse_non_finite
+from conformance.checkpoint import DEFAULT_MAX_BYTES, NotAZipCheckpointError, read_state_dict, refuse_non_finite
 from exporters.errors import BadInputError
-from exporters.importers import ImportedModel
-from reference.config import LSTMConfig
-from reference.weights import (
-    IFGO_TO_IOFC,
-    IOFC_TO_IFGO,
-    LMWeights,
-    LSTMWeights,
-    from_torch_state_dict,
-    load,
-    permute_gates,
-)
+from reference.weights import IFGO_TO_IOFC, LMWeights, LSTMWeights, load, permute_gates
+
+Array = npt.NDArray[Any]
+
+_LSTM_KEY = re.compile(r"^(?P<prefix>.*)weight_ih_l(?P<layer>\d+)$")
 
 
-def load_weights(path: Path, imported: ImportedModel) -> LSTMWeights | LMWeights:
-    """The user's trained weights: a weights ``.npz`` or a PyTorch checkpoint (``weights_only=True``)."""
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such file")
+@dataclass(frozen=True, eq=False)
+class TrainedLayer:
+    """One layer (all directions) of a trained ``nn.LSTM``, in ONNX layout and IOFC gate order.
+
+    W ``[D, 4H, I]``, R ``[D, 4H, H]``, B ``[D, 8H] = [bias_ih, bias_hh]`` (``None`` for ``bias=False``).
+    ``prefix`` is the module's key prefix (``"encoder.lstm."``, ``""`` for a bare ``nn.LSTM``); ``None``
+    for a layer of our ``.npz`` bundle, which has no torch names (and may have peepholes ``P``).
+    ``proj_size`` is set for ``nn.LSTM(proj_size=...)``: R is then ``[D, 4H, proj_size]``, no ONNX node.
+    """
+
+    prefix: str | None
+    layer: int
+    direction: str
+    hidden_size: int
+    input_size: int
+    W: Array
+    R: Array
+    B: Array | None
+    P: Array | None = None
+    proj_size: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``encoder.lstm layer 1``; ``layer 1`` for a bare module or the bundle."""
+        module = (self.prefix or "").rstrip(".")
+        return f"{module} layer {self.layer}" if module else f"layer {self.layer}"
+
+    @property
+    def phrase(self) -> str:
+        """How messages name it: ``trained layer encoder.lstm layer 1``, ``trained layer 1``."""
+        return f"trained layer {self.label}" if (self.prefix or "").rstrip(".") else f"trained {self.label}"
+
+    def torch_name(self, tensor: str, direction: int = 0) -> str | None:
+        """The state_dict key of ``tensor`` (``weight_ih``, ``bias_hh``, ...); ``None`` for the bundle."""
+        if self.prefix is None:
+            return None
+        return f"{self.prefix}{tensor}_l{self.layer}{'_reverse' if direction else ''}"
+
+    @property
+    def torch_names(self) -> tuple[str, ...]:
+        """Every state_dict key this layer was read from."""
+        tensors = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.B is not None else [])
+        tensors += ["weight_hr"] if self.proj_size is not None else []
+        names = (self.torch_name(t, d) for d in range(self.W.shape[0]) for t in tensors)
+        return tuple(name for name in names if name is not None)
+
+
+@dataclass(frozen=True, eq=False)
+class Trained:
+    """The user's trained weights: every nn.LSTM layer, plus the other floating-point arrays by name."""
+
+    path: Path
+    layers: tuple[TrainedLayer, ...]
+    others: Mapping[str, Array]
+
+
+# --- reading, grouping ---------------------------------------------------------------------------
+
+
+def read_trained(path: Path) -> Trained:
+    """The user's trained weights: a PyTorch state_dict (``.pt``/``.pth``/``.bin``) or our ``.npz`` bundle."""
     if path.suffix == ".npz":
-        try:
-            weights = load(path)
-        except BadInputError:
-            raise
-        except (ValueError, OSError, KeyError, EOFError) as exc:  # reference.weights.load names the file
-            raise BadInputError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-        refuse_non_finite(path, weights.arrays())
-        return _same_kind(path, weights, imported)
-    state = _read_state_dict(path)
-    prefixes = sorted({k[: -len("weight_ih_l0")] for k in state if k.endswith("weight_ih_l0")})
-    if len(prefixes) != 1:
-        raise BadInputError(f"{path}: expected one nn.LSTM in the checkpoint, found {len(prefixes)} ({prefixes})")
-    lstm = from_torch_state_dict(state, prefix=prefixes[0])
-    if not isinstance(imported.weights, LMWeights):
-        return lstm
-    vocab = imported.weights.embedding.shape[0]
-    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
-    # The projection is a [V, D*H] weight with a [V] bias beside it; the embedding is a [V, E] table
-    # without one. When E == D*H the shapes alone cannot tell them apart; the bias can.
-    proj = [
-        k for k, v in arrays.items()
-        if v.shape == imported.weights.proj_weight.shape and arrays.get(_bias_key(k), np.empty(0)).shape == (vocab,)
-    ]  # fmt: skip
-    embedding = [k for k, v in arrays.items() if v.shape == imported.weights.embedding.shape and k not in proj]
-    if len(proj) != 1 or len(embedding) != 1:
-        raise BadInputError(
-            f"{path}: cannot tell the embedding [{vocab}, E] and the projection [{vocab}, D*H] (with a [{vocab}] bias) "
-            f"apart in the checkpoint (candidates: embedding {embedding}, projection {proj}); "
-            "save the weights with reference.weights.save and pass the .npz"
-        )
-    return LMWeights(arrays[embedding[0]], lstm, arrays[proj[0]], arrays[_bias_key(proj[0])])
+        bundle = read_bundle(path)
+        lstm = bundle.lstm if isinstance(bundle, LMWeights) else bundle
+        others = {} if isinstance(bundle, LSTMWeights) else {k: v for k, v in bundle.arrays().items() if "." not in k}
+        layers = tuple(_bundle_layer(k, layer.W, layer.R, layer.B, layer.P) for k, layer in enumerate(lstm.layers))
+        return Trained(path, layers, others)
+    state = read_checkpoint(path)
+    layers = tuple(
+        layer
+        for key in state
+        if (m := _LSTM_KEY.match(key)) and (layer := _torch_layer(path, state, m["prefix"], int(m["layer"])))
+    )
+    if not layers:
+        keys = ", ".join(list(state)[:8]) + (", ..." if len(state) > 8 else "")
+        raise BadInputError(f"{path}: no nn.LSTM weights in the state_dict (no '<prefix>weight_ih_l0'; keys: {keys})")
+    used = {name for layer in layers for name in layer.torch_names}
+    others = {k: v.astype(np.float64) for k, v in state.items() if k not in used and v.dtype.kind == "f"}
+    return Trained(path, layers, others)
 
 
-def _read_state_dict(path: Path) -> dict[str, np.ndarray]:
+def read_bundle(path: Path) -> LSTMWeights | LMWeights:
+    """Our ``.npz`` weights bundle (``reference.weights.save``), refused when it holds NaN or Inf."""
+    _require_file(path)
+    try:
+        weights = load(path)
+    except BadInputError:
+        raise
+    except (ValueError, OSError, KeyError, EOFError) as exc:  # reference.weights.load names the file
+        raise BadInputError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+    refuse_non_finite(path, weights.arrays())
+    return weights
+
+
+def read_checkpoint(path: Path) -> dict[str, Array]:
     """A PyTorch checkpoint's tensors, read without importing torch (``conformance.checkpoint``).
 
     Only a legacy (pre-1.6, non-zip) checkpoint falls back to ``torch.load(weights_only=True)``.
     """
-    from conformance.checkpoint import DEFAULT_MAX_BYTES, NotAZipCheckpointError, read_state_dict
-
+    _require_file(path)
     try:
         state = read_state_dict(path, max_bytes=DEFAULT_MAX_BYTES)
     except NotAZipCheckpointError as exc:
         if exc.kind != "legacy":
             raise
         state = _torch_load(path)
-    refuse_non_finite(path, {k: v for k, v in state.items() if v.dtype.kind == "f"})
+    refuse_non_finite(path, state)
     return state
 
 
-def _torch_load(path: Path) -> dict[str, np.ndarray]:
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise BadInputError(f"{path}: is not a file")
+
+
+def _torch_load(path: Path) -> dict[str, Array]:
     import warnings
 
     import torch
@@ -106,76 +170,50 @@ def _torch_load(path: Path) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def _bias_key(weight_key: str) -> str:
+def _bundle_layer(k: int, W: Array, R: Array, B: Array, P: Array | None) -> TrainedLayer:
+    direction = "bidirectional" if W.shape[0] == 2 else "forward"
+    return TrainedLayer(None, k, direction, int(R.shape[2]), int(W.shape[2]), W, R, B, P)
+
+
+def _torch_layer(path: Path, state: Mapping[str, Array], prefix: str, k: int) -> TrainedLayer | None:
+    """Layer ``k`` of the nn.LSTM under ``prefix``; ``None`` when the keys are a GRU's or a plain RNN's."""
+
+    def key(tensor: str, d: int) -> str:
+        return f"{prefix}{tensor}_l{k}{'_reverse' if d else ''}"
+
+    w_ih, w_hh, w_hr = state[key("weight_ih", 0)], state.get(key("weight_hh", 0)), state.get(key("weight_hr", 0))
+    if w_hh is None or w_ih.ndim != 2 or w_hh.ndim != 2:
+        return None
+    hidden = int(w_hr.shape[1]) if w_hr is not None and w_hr.ndim == 2 else int(w_hh.shape[1])
+    if w_hh.shape[0] != 4 * hidden:  # a GRU has 3H rows, a plain RNN H
+        return None
+    proj = None if w_hr is None else int(w_hr.shape[0])
+    directions = 2 if key("weight_ih", 1) in state else 1
+    has_bias = key("bias_ih", 0) in state or key("bias_hh", 0) in state
+    expect: dict[str, tuple[int, ...]] = {
+        "weight_ih": (4 * hidden, w_ih.shape[1]),
+        "weight_hh": (4 * hidden, proj or hidden),
+    }
+    expect.update({"bias_ih": (4 * hidden,), "bias_hh": (4 * hidden,)} if has_bias else {})
+    expect.update({"weight_hr": (proj, hidden)} if proj is not None else {})
+    for d, (tensor, shape) in itertools.product(range(directions), expect.items()):
+        value = state.get(key(tensor, d))
+        if value is None or value.shape != shape:
+            got = "is missing" if value is None else f"has shape {list(value.shape)}"
+            beside = f"{key('weight_ih', 0)} {list(w_ih.shape)}"
+            raise BadInputError(f"{path}: {key(tensor, d)} {got}; an nn.LSTM layer with {beside} needs {list(shape)}")
+
+    def onnx(tensor: str) -> Array:
+        return np.stack(
+            [permute_gates(state[key(tensor, d)].astype(np.float64), IFGO_TO_IOFC) for d in range(directions)]
+        )
+
+    B = np.concatenate([onnx("bias_ih"), onnx("bias_hh")], axis=1) if has_bias else None
+    direction = "bidirectional" if directions == 2 else "forward"
+    W, R = onnx("weight_ih"), onnx("weight_hh")
+    return TrainedLayer(prefix, k, direction, hidden, int(w_ih.shape[1]), W, R, B, proj_size=proj)
+
+
+def bias_key(weight_key: str) -> str:
+    """The key of the bias beside a weight: ``proj.weight`` -> ``proj.bias``, ``proj_weight`` -> ``proj_bias``."""
     return weight_key[: -len("weight")] + "bias" if weight_key.endswith("weight") else weight_key + ".bias"
-
-
-def _same_kind(path: Path, weights: LSTMWeights | LMWeights, imported: ImportedModel) -> LSTMWeights | LMWeights:
-    kinds = {LSTMWeights: "an LSTM stack", LMWeights: "a language model"}
-    if type(weights) is not type(imported.weights):
-        raise BadInputError(
-            f"{path}: holds the weights of {kinds[type(weights)]}, but the model is {kinds[type(imported.weights)]}"
-        )
-    return weights
-
-
-def diagnose_weights(found: LSTMWeights | LMWeights, trained: LSTMWeights | LMWeights) -> list[str]:
-    """How the model's initializers differ from the trained weights, one finding per line."""
-    found_stack = found.lstm if isinstance(found, LMWeights) else found
-    trained_stack = trained.lstm if isinstance(trained, LMWeights) else trained
-    problem = trained_stack.matches(_config_of(found_stack))
-    if problem:
-        return [f"the model's LSTM does not have the trained weights' shape: {problem}"]
-    findings = []
-    for k, (a, b) in enumerate(zip(found_stack.layers, trained_stack.layers, strict=True)):
-        for name in ("W", "R", "B", "P"):
-            x, y = getattr(a, name), getattr(b, name)
-            if x is None or y is None:
-                if (x is None) != (y is None):
-                    findings.append(f"layer {k} {name}: present in only one of model and trained weights")
-                continue
-            x32, y32 = x.astype(np.float32), y.astype(np.float32)
-            if np.array_equal(x32, y32):
-                continue
-            findings.append(f"layer {k} {name}: {_explain(name, x32, y32)}")
-    if isinstance(found, LMWeights) and isinstance(trained, LMWeights):
-        for name in ("embedding", "proj_weight", "proj_bias"):
-            x, y = getattr(found, name).astype(np.float32), getattr(trained, name).astype(np.float32)
-            if x.shape != y.shape or not np.array_equal(x, y):
-                findings.append(f"{name}: differs from the trained weights")
-    return findings
-
-
-def _config_of(weights: LSTMWeights) -> LSTMConfig:
-    direction = "bidirectional" if weights.num_directions == 2 else "forward"
-    return LSTMConfig(
-        weights.input_size, weights.hidden_size, weights.num_layers, direction, peepholes=weights.peepholes
-    )
-
-
-def _explain(name: str, found: np.ndarray, trained: np.ndarray) -> str:
-    if name in ("W", "R", "B"):
-        halves = (
-            [(found, trained)]
-            if name != "B"
-            else [
-                (found[:, : found.shape[1] // 2], trained[:, : trained.shape[1] // 2]),
-                (found[:, found.shape[1] // 2 :], trained[:, trained.shape[1] // 2 :]),
-            ]
-        )
-        for order, label in ((IOFC_TO_IFGO, "IFGO (PyTorch's order)"), (IFGO_TO_IOFC, "a permuted order")):
-            if all(np.array_equal(f, permute_gates(t, order, axis=1)) for f, t in halves):
-                return f"gate blocks are in {label}, not ONNX's IOFC: the export did not reorder the gates"
-        for perm in itertools.permutations(range(4)):
-            if perm != (0, 1, 2, 3) and all(np.array_equal(f, permute_gates(t, perm, axis=1)) for f, t in halves):
-                return f"gate blocks permuted {perm} relative to IOFC"
-        if name == "B" and np.array_equal(halves[0][0], halves[0][1]) and not np.any(halves[1][0]):
-            return "the recurrence bias half Rb is all zero: only one of bias_ih/bias_hh was exported"
-    if found.shape[0] == 2 and np.array_equal(found[::-1], trained):
-        return "forward and reverse directions are swapped"
-    if np.allclose(found, trained.astype(np.float16).astype(np.float32), rtol=0, atol=0):
-        return "values are the trained weights rounded to float16"
-    diff = np.abs(found.astype(np.float64) - trained.astype(np.float64))
-    count = int(np.count_nonzero(diff))
-    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
-    return f"{count} of {diff.size} values differ, greatest by {diff.max():.3g} at index {index}"

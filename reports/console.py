@@ -16,8 +16,8 @@ from rich.text import Text
 
 from conformance.records import Result, ResultDocument
 from conformance.status import FAILING, NOT_EXERCISED, SKIP, UNCHECKED, verdict_word
-from reports.labels import LOOKS, noun, status_counts, subject
-from reports.text import ID, MESSAGE, NAME, count, safe
+from reports.labels import LOOKS, is_check, noun, status_counts, subject
+from reports.text import ID, MESSAGE, NAME, count, plural, safe
 
 __all__ = ["default_title", "summary"]
 
@@ -56,11 +56,7 @@ def default_title(document: ResultDocument) -> str:
     done = f"{n}/{count(planned, noun(document))}" if isinstance(planned, int) and planned != n else ""
     wall = run.get("wall_seconds")
     timing = f" in {wall:.1f} s" if isinstance(wall, (int, float)) and not isinstance(wall, bool) else ""
-    what = (
-        subject(document).replace("check: ", "check ", 1)
-        if document.run.get("command") == "check"
-        else subject(document)
-    )
+    what = subject(document).replace("check: ", "check ", 1) if is_check(document) else subject(document)
     return f"{what}: {done or count(n, noun(document))}{timing}"
 
 
@@ -117,7 +113,7 @@ def _failures(results: Sequence[Result], word: str) -> Group | None:
     failing = sorted((r for r in results if r.status in FAILING), key=lambda r: r.id)
     if not failing:
         return None
-    heading = f"{len(failing)} failing {word}{'s' if len(failing) != 1 else ''}:"
+    heading = f"{len(failing)} failing {plural(len(failing), word)}:"
     parts: list[RenderableType] = [Text(heading, style="bold red")]
     for result in failing:
         style = LOOKS[result.status].style
@@ -132,7 +128,7 @@ def _causes(document: ResultDocument) -> Group | None:
     causes = document.run.get("causes")
     if not isinstance(causes, list) or not causes:
         return None
-    lines = [Text("Likely cause(s):" if len(causes) != 1 else "Likely cause:", style="bold red")]
+    lines = [Text(f"Likely {plural(len(causes), 'cause')}:", style="bold red")]
     lines += [Text.assemble("  - ", _text(cause, MESSAGE, multiline=True)) for cause in causes]
     return Group(*lines)
 

@@ -17,10 +17,10 @@ from html import escape
 from conformance.diffs import summary_line
 from conformance.records import Result, ResultDocument
 from conformance.status import FAILING, PASSING, SKIP, STATUSES, UNCHECKED, XFAIL
-from reports.labels import LOOKS, against, checked, noun, row_label, suite_name
+from reports.labels import LOOKS, against, checked, model_file, noun, row_label, suite_name, unfinished
 from reports.latency import timed
 from reports.svg import LATENCY_KEYS, latency_figures, step_figures
-from reports.text import FILE_MESSAGE, ID, MESSAGE, NAME, count, first_line, joined, safe
+from reports.text import FILE_MESSAGE, ID, MESSAGE, NAME, count, first_line, joined, plural, safe
 
 __all__ = ["render_html"]
 
@@ -37,8 +37,9 @@ def render_html(document: ResultDocument) -> str:
     results = tuple(sorted(document.results, key=lambda r: r.id))
     command, names = checked(document)
     if command == "check":
-        model = names[0] + (f" against {against(document)}" if against(document) else "")
-        title, heading = f"lstm-conformance check: {model}", ("lstm-conformance check", model)
+        module = f" against {against(document)}" if against(document) else ""
+        title = f"lstm-conformance check: {model_file(document)}{module}"
+        heading = ("lstm-conformance check", names[0] + module)
     else:
         what = ", ".join(names) or "conformance"
         title, heading = f"lstm-conformance: {what}", ("lstm-conformance", what)
@@ -73,7 +74,7 @@ def _header(document: ResultDocument, results: Sequence[Result], heading: tuple[
     word = noun(document)
     failing = sum(counts[s] for s in FAILING)
     if failing:
-        verdict, css = f"✗ FAIL: {failing} failing {word}{'s' if failing != 1 else ''}", "verdict-fail"
+        verdict, css = f"✗ FAIL: {failing} failing {plural(failing, word)}", "verdict-fail"
     elif any(counts[s] for s in PASSING):
         verdict, css = f"✓ PASS: every {word} that ran conforms", "verdict-pass"
     else:
@@ -89,11 +90,8 @@ def _header(document: ResultDocument, results: Sequence[Result], heading: tuple[
         for s in STATUSES
         if counts[s]
     )
-    planned, done = run.get("lanes"), run.get("completed", len(results))
-    warning = ""
-    if run.get("interrupted") or (isinstance(planned, int) and isinstance(done, int) and done < planned):
-        finished = f"The run was interrupted: {done} of {planned} planned lanes finished."
-        warning = f'<p class="note">{_h(finished, ID)}</p>'
+    finished = unfinished(document)
+    warning = f'<p class="note">{_h(f"The run was interrupted: {finished}.", ID)}</p>' if finished else ""
     return (
         f'<header><h1>{escape(heading[0])} <span class="muted">· {_h(heading[1], ID)}</span></h1>'
         f'<p class="verdict {css}">{escape(verdict)}</p>'
@@ -185,11 +183,11 @@ def _matrix_table(heading: str, results: Sequence[Result], anchors: Mapping[str,
             )
         tds.append(f'<td class="feats">{chips}</td>')
         body.append(f"<tr>{''.join(tds)}</tr>")
-    what = "cases" if cases else "rows"
-    columns_word = "lane columns" if cases else "runtime columns"
+    what, column_word = ("case", "lane column") if cases else ("row", "runtime column")
+    size = f"{count(len(rows), what)} \u00d7 {count(len(columns), column_word)}"
     return (
-        f'<h3>{heading} <span class="muted">{len(rows)} {what} \u00d7 {len(columns)} {columns_word}</span></h3>'
-        f'<div class="scroll"><table class="matrix"><caption class="vh">{what} by column</caption>'
+        f'<h3>{heading} <span class="muted">{size}</span></h3>'
+        f'<div class="scroll"><table class="matrix"><caption class="vh">{what}s by column</caption>'
         f'<thead><tr><th scope="col" class="corner">{"case" if cases else "input · node"}</th>{head}'
         f'<th scope="col" class="corner">features</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>'
     )

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 from conformance.records import Result, ResultDocument
 from conformance.status import ERROR, FAIL, NOT_EXERCISED, PASS, SKIP, TIMEOUT, XFAIL, XPASS
-from reports.labels import lane_label, subject, suite_name
+from reports.labels import is_check, lane_label, subject, suite_name, unfinished
 from reports.latency import number
-from reports.text import FILE_MESSAGE, ID, first_line, joined, safe
+from reports.text import FILE_MESSAGE, ID, count, first_line, joined, safe
 
 __all__ = ["render_junit", "xml_safe"]
 
@@ -43,7 +43,7 @@ def xml_safe(text: object, limit: int | None = FILE_MESSAGE) -> str:
 def render_junit(document: ResultDocument) -> str:
     """The result document as a JUnit XML string (UTF-8 declaration included)."""
     by_suite: dict[str, list[Result]] = defaultdict(list)
-    check = subject(document) if document.run.get("command") == "check" else None
+    check = subject(document) if is_check(document) else None
     for result in document.results:
         by_suite[check or suite_name(result.suite)].append(result)
     properties = _properties(document)
@@ -124,7 +124,8 @@ def _system_out(result: Result) -> str:
     if values["median_ms"] is not None:
         parts = [f"{key.removesuffix('_ms')} {value:.4g} ms" for key, value in values.items() if value is not None]
         runs = number(latency.get("count"))
-        lines.append(f"latency: {', '.join(parts)}{'' if runs is None else f' over {int(runs)} runs'}")
+        over = "" if runs is None else f" over {count(int(runs), 'run')}"
+        lines.append(f"latency: {', '.join(parts)}{over}")
     return "\n".join(lines) if result.status in (PASS, XFAIL) or values["median_ms"] is not None else ""
 
 
@@ -148,8 +149,9 @@ def _properties(document: ResultDocument) -> list[tuple[str, str]]:
         out.append(("suites", joined(run["suites"])))
     if run.get("select"):
         out.append(("select", str(run["select"])))
-    if run.get("interrupted"):
-        out.append(("interrupted", f"{run.get('completed', '?')} of {run.get('lanes', '?')} planned lanes finished"))
+    finished = unfinished(document)
+    if finished:
+        out.append(("interrupted", finished))
     return out
 
 

@@ -14,18 +14,22 @@ from pathlib import PurePath
 
 from conformance.records import LANE, MODEL, NODE, Result, ResultDocument, shape_label
 from conformance.status import ERROR, FAIL, NOT_EXERCISED, PASS, SKIP, STATUSES, TIMEOUT, XFAIL, XPASS
+from reports.text import count
 
 __all__ = [
     "LOOKS",
     "Look",
     "against",
     "checked",
+    "is_check",
     "lane_label",
+    "model_file",
     "noun",
     "row_label",
     "status_counts",
     "subject",
     "suite_name",
+    "unfinished",
 ]
 
 
@@ -51,11 +55,23 @@ LOOKS: dict[str, Look] = {  # every status of conformance.status.STATUSES, in it
 }
 
 
+def is_check(document: ResultDocument) -> bool:
+    """Whether the document is a ``check`` of one model, which has no suite (whatever its records' ``suite``).
+
+    Its ``run["command"]`` says so; in a file without one, every record is a node, whole-model or weights verdict.
+    """
+    command = document.run.get("command")
+    if command:
+        return bool(command == "check")
+    return bool(document.results) and all(r.kind != LANE for r in document.results)
+
+
 def checked(document: ResultDocument) -> tuple[str, tuple[str, ...]]:
     """What the document checked: ``("check", (model,))`` or ``("run", suites)`` (display names)."""
     run = document.run
-    if run.get("command") == "check":
-        return "check", (str(run.get("model") or "model"),)
+    if is_check(document):
+        model = run.get("model") or next((r.case.split("[")[0] for r in document.results), "") or "model"
+        return "check", (str(model),)
     suites = run.get("suites")
     names = [str(s) for s in suites] if isinstance(suites, list) else [r.suite for r in document.results]
     return "run", tuple(dict.fromkeys(suite_name(s) for s in names if s))
@@ -64,7 +80,13 @@ def checked(document: ResultDocument) -> tuple[str, tuple[str, ...]]:
 def against(document: ResultDocument) -> str:
     """The PyTorch module a ``check --against-torch`` compared with (``run["against_torch"]``), or ``""``."""
     module = document.run.get("against_torch")
-    return str(module) if module and document.run.get("command") == "check" else ""
+    return str(module) if module and is_check(document) else ""
+
+
+def model_file(document: ResultDocument) -> str:
+    """The checked model's file name (``speech.onnx`` for ``models/speech.onnx``): what a page title shows."""
+    model = checked(document)[1][0] if is_check(document) else ""
+    return PurePath(model.replace("\\", "/")).name or model
 
 
 def subject(document: ResultDocument) -> str:
@@ -78,7 +100,18 @@ def subject(document: ResultDocument) -> str:
 
 def noun(document: ResultDocument) -> str:
     """What one result is called: a ``lane`` of a run, a ``result`` of a check."""
-    return "result" if document.run.get("command") == "check" else "lane"
+    return "result" if is_check(document) else "lane"
+
+
+def unfinished(document: ResultDocument) -> str:
+    """``23 of 40 planned lanes finished`` for a run that was interrupted (or stopped short), else ``""``."""
+    run = document.run
+    planned, done = run.get("lanes"), run.get("completed", len(document.results))
+    short = isinstance(planned, int) and isinstance(done, int) and done < planned
+    if not (run.get("interrupted") or short):
+        return ""
+    lanes = count(planned, "planned lane") if isinstance(planned, int) else "? planned lanes"
+    return f"{done} of {lanes} finished"
 
 
 def suite_name(suite: str) -> str:

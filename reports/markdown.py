@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from conformance.records import Result, ResultDocument
 from conformance.status import FAILING, NOT_EXERCISED, PASSING, SKIP, STATUSES, UNCHECKED
-from reports.labels import LOOKS, against, checked, noun, status_counts
+from reports.labels import LOOKS, against, checked, noun, status_counts, unfinished
 from reports.text import ID, NAME, code_span, count, first_line, joined, markdown_inline, safe
 
 __all__ = ["LIMIT_BYTES", "render_markdown"]
@@ -63,7 +63,7 @@ def render_markdown(document: ResultDocument, *, limit_bytes: int = LIMIT_BYTES)
             budget -= cost
         parts.append(text)
     if note_at is not None:
-        what = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in left_out.items() if n)
+        what = ", ".join(count(n, kind) for kind, n in left_out.items() if n)
         parts.insert(
             note_at,
             f"> [!NOTE]\n> Truncated to fit the {limit_bytes:,}-byte summary limit: {what} not shown. "
@@ -99,9 +99,9 @@ def _headline(document: ResultDocument) -> str:
     timing = f" in {wall:.1f} s" if isinstance(wall, (int, float)) and not isinstance(wall, bool) else ""
     selected = f", selected with `-k {code_span(run['select'], ID)}`" if run.get("select") else ""
     text = f"## {verdict}\n\n{line}\n\n{count(len(results), word)}{timing}{selected}."
-    planned, done = run.get("lanes"), run.get("completed", len(results))
-    if run.get("interrupted") or (isinstance(planned, int) and isinstance(done, int) and done < planned):
-        text += f"\n\n> [!WARNING]\n> The run was interrupted: {done} of {planned} planned lanes finished."
+    finished = unfinished(document)
+    if finished:
+        text += f"\n\n> [!WARNING]\n> The run was interrupted: {finished}."
     return text
 
 

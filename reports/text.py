@@ -25,6 +25,7 @@ __all__ = [
     "first_line",
     "joined",
     "markdown_inline",
+    "plural",
     "safe",
 ]
 
@@ -52,7 +53,7 @@ def safe(text: object, limit: int | None = NAME, *, multiline: bool = False) -> 
         text, more = text[:limit], len(text) - limit
     text = _UNSAFE.sub(_escape, text.replace("\r\n", "\n")) if multiline else _UNSAFE_LINE.sub(_escape, text)
     if more:
-        text += f"{chr(10) if multiline else ''}… ({more:,} more character{'s' if more != 1 else ''})"
+        text += f"{chr(10) if multiline else ''}… ({more:,} more {plural(more, 'character')})"
     return text
 
 
@@ -80,9 +81,17 @@ def first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
+def plural(n: int, noun: str) -> str:
+    """``noun`` as it goes with ``n``: ``lane`` for 1, ``lanes`` for 0 or 2 (every noun we count takes ``-s``).
+
+    The one place a count chooses its noun's form: every renderer and command words its counts through it.
+    """
+    return noun if n == 1 else f"{noun}s"
+
+
 def count(n: int, noun: str) -> str:
-    """``1 lane``, ``2 lanes``, ``0 lanes``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    """``1 lane``, ``2 lanes``, ``0 lanes``: ``n`` and :func:`plural`'s form of ``noun``."""
+    return f"{n} {plural(n, noun)}"
 
 
 def joined(value: object) -> str:

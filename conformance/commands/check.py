@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conformance.commands.options import integers, number
+from conformance.commands.options import integer, integers, number
 from conformance.commands.output import add_report_options
 from exporters.errors import BadInputError
 
@@ -15,18 +15,33 @@ from exporters.errors import BadInputError
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "check",
-        help="gate a user's exported LSTM ONNX model against the float64 reference",
-        description="Recover the weights from MODEL's LSTM initializers (or take the trained ones from --weights), "
-        "run MODEL on every available ONNX runtime at several sequence lengths and batch sizes, and compare "
-        "every output with the float64 reference.",
+        help="gate any ONNX model with LSTM nodes against the float64 reference",
+        description="Find every LSTM node of MODEL (If branches, Loop and Scan bodies and functions included), "
+        "run MODEL on every available ONNX runtime at several input sizes, and judge each node at the tensors "
+        "it really received, and the whole model, against the float64 reference. Exit 0 pass, 1 fail, "
+        "2 bad input.",
     )
     p.add_argument("model", type=Path, help="the ONNX model to check")
-    p.add_argument("--weights", type=Path, help="trained weights: .npz (reference.weights.save) or a PyTorch "
-                   "checkpoint (state_dict, loaded with weights_only=True)")  # fmt: skip
+    p.add_argument("--weights", type=Path, help="trained weights: a PyTorch state_dict (.pt, read without "
+                   "torch) or an .npz (reference.weights.save); each LSTM node is held against them")  # fmt: skip
     p.add_argument("--inputs", type=Path, action="append", default=[],
                    help=".npz (keys = input names) or a folder of ONNX test-data input_N.pb (repeatable)")  # fmt: skip
-    p.add_argument("--seq-lens", type=integers, default=None, help="sequence lengths to try (default 1,7,16)")
-    p.add_argument("--batches", type=integers, default=None, help="batch sizes to try (default 1,3)")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=N[,N...]",
+                   help="sizes of a symbolic dim (an unnamed one as INPUT:AXIS=N); several values, several "
+                   "shapes (repeatable; default: probed, LSTM sequence 1,7,16 and batch 1,3)")  # fmt: skip
+    p.add_argument("--feed", action="append", default=[], metavar="NAME=VALUE",
+                   help="feed input NAME a constant (a number, true/false) or an array (NAME=path.npy) "
+                   "instead of synthesized values (repeatable)")  # fmt: skip
+    p.add_argument("--stream", type=integer(minimum=1, maximum=10_000), default=0, metavar="N",
+                   help="also run N steps feeding each state output back into its state input; report the "
+                   "error growth per step")  # fmt: skip
+    p.add_argument("--state", action="append", default=[], metavar="OUT=IN",
+                   help="with --stream: output OUT is fed back as input IN (repeatable; default: guessed "
+                   "from names and shapes, and the guess is printed)")  # fmt: skip
+    p.add_argument("--seq-lens", type=integers, default=None,
+                   help="LSTM sequence lengths the probed dims aim at (default 1,7,16)")  # fmt: skip
+    p.add_argument("--batches", type=integers, default=None,
+                   help="batch sizes the probed dims aim at (default 1,3)")  # fmt: skip
     p.add_argument("--runtime", action="append", metavar="ID", help="only these runtimes (default: all ONNX runtimes)")
     p.add_argument("--atol", type=number(inclusive=True), help="absolute tolerance (with --rtol; default per dtype)")
     p.add_argument("--rtol", type=number(inclusive=True), help="relative tolerance (with --atol)")
@@ -48,6 +63,8 @@ def main(args: argparse.Namespace) -> int:
     seq_lens, batches = args.seq_lens or check.DEFAULT_SEQ_LENS, args.batches or check.DEFAULT_BATCHES
     if args.against_torch:
         return _against_torch(args, seq_lens, batches, tolerance)
+    if args.state and not args.stream:
+        raise BadInputError("--state OUT=IN: needs --stream N")
     options = check.CheckOptions(
         seq_lens=seq_lens,
         batches=batches,
@@ -55,10 +72,15 @@ def main(args: argparse.Namespace) -> int:
         tolerance=tolerance,
         weights=args.weights,
         inputs=args.inputs,
+        dims=args.dim,
+        feeds=args.feed,
+        states=args.state,
+        stream=args.stream,
     )
     report = check.run_check(args.model, options)
-    causes = check.diagnose(report)
-    return _render(args, report.results, report.seconds, causes=causes, notes=report.notes, header=_header(report))
+    return _render(
+        args, report.results, report.seconds, causes=report.causes, notes=report.notes, header=_header(report)
+    )
 
 
 def _against_torch(args: argparse.Namespace, seq_lens: Any, batches: Any, tolerance: Any) -> int:
@@ -70,7 +92,8 @@ def _against_torch(args: argparse.Namespace, seq_lens: Any, batches: Any, tolera
     results = against_torch(
         args.model, args.against_torch, seq_lens=seq_lens, batches=batches, runtimes=runtimes, tolerance=tolerance
     )
-    return _render(args, results, time.perf_counter() - start, against=args.against_torch)
+    notes = sorted({f"inputs: {r.detail['layout']}" for r in results if "layout" in r.detail})
+    return _render(args, results, time.perf_counter() - start, against=args.against_torch, notes=notes)
 
 
 def _render(
@@ -100,26 +123,57 @@ def _render(
     document = ResultDocument.of(results, run=run, environment=environment.collect())
     screen = console()
     if header:
-        screen.print(header)
+        screen.print(header, highlight=False, markup=False)
     for note in notes or []:
-        screen.print(f"note: {note}", style="yellow")
-    count = len(results)
-    title = (
-        f"check{f' against {against}' if against else ''}: {count} lane{'s' if count != 1 else ''} in {seconds:.2f} s"
-    )
-    print_summary(document, title=title, out=screen)  # names the likely causes (run["causes"]) too
+        screen.print(f"note: {note}", style="yellow", highlight=False, markup=False)
+    if not against:
+        _print_node_table(screen, results)
+    from reports.text import count
+
+    title = f"check{f' against {against}' if against else ''}: {count(len(results), 'result')} in {seconds:.2f} s"
     written = write_reports(document, report_files(args))
     if written:
-        screen.print(f"reports: {', '.join(written)}")
+        screen.print(f"reports: {', '.join(written)}", highlight=False, markup=False)
+    print_summary(document, title=title, out=screen)  # the likely causes (run["causes"]) too; ends with the verdict
     return exit_code(r.status for r in results)
 
 
 def _header(report: Any) -> str:
-    config = report.config
-    lstm = config.lstm if hasattr(config, "lstm") else config
-    kind = f"language model (vocab {config.vocab_size}) over " if hasattr(config, "vocab_size") else ""
+    nodes = report.nodes
+    listed = ", ".join(n.path for n in nodes[:6]) + (f", ... ({len(nodes)} in all)" if len(nodes) > 6 else "")
+    sets = len(report.input_sets)
+    from reports.text import count
+
     return (
-        f"{report.model}: {kind}{lstm.num_layers}-layer {lstm.direction} LSTM, input {lstm.input_size}, "
-        f"hidden {lstm.hidden_size}, {'batch-first' if report.interface.batch_first else 'time-major'}; "
-        f"outputs {', '.join(f'{n} ({r})' for n, r in report.interface.outputs.items())}"
+        f"{report.model}: {count(len(nodes), 'LSTM node')} ({listed}); {count(sets, 'input set')}; "
+        f"runtimes: {', '.join(report.runtimes)}"
     )
+
+
+def _print_node_table(screen: Any, results: list[Any]) -> None:
+    """The node x runtime table: each LSTM node, the whole model and the trained weights, worst status over inputs."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from reports.labels import LOOKS
+    from reports.node_table import node_table
+
+    columns, rows = node_table(results)
+    if not rows:
+        return
+    table = Table(title="LSTM nodes x runtimes (worst over the inputs)", title_justify="left")
+    table.add_column("node", overflow="fold", ratio=3)
+    show = [*columns, *(["weights"] if any("weights" in cells for cells in rows.values()) else [])]
+    for column in show:
+        table.add_column(column, overflow="fold", ratio=1)
+    for row, cells in rows.items():
+        values = []
+        for column in show:
+            status = cells.get(column)
+            look = LOOKS.get(status) if status else None
+            values.append(Text(status or "", style=look.style if look else ""))
+        table.add_row(Text(row), *values)
+    screen.print(table)
+    for result in results:
+        if "max_abs_error_per_step" in result.detail and result.status == "pass":
+            screen.print(f"stream: {result.message}", highlight=False, markup=False)

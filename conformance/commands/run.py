@@ -82,10 +82,11 @@ def main(args: argparse.Namespace) -> int:
         todo = lanes
 
     from conformance.commands.output import console
+    from reports.text import count
 
     err = console(stderr=True)
     if resume is not None:
-        err.print(f"resuming {out}: {len(lanes) - len(todo)} lane(s) already done, {len(todo)} to run")
+        err.print(f"resuming {out}: {count(len(lanes) - len(todo), 'lane')} already done, {len(todo)} to run")
     started = time.time()
     sink = ResultSink(jsonl)
     interrupted = False
@@ -116,6 +117,8 @@ def _finish(
     from conformance.files import write_document
     from conformance.records import ResultDocument
     from conformance.status import exit_code
+    from reports.console import default_title
+    from reports.text import count
 
     run_info: dict[str, Any] = {
         "command": "run",
@@ -134,20 +137,15 @@ def _finish(
     write_document(out / "results.json", document)
     written = write_reports(document, report_files(args))
     screen = console()
-    lanes = f"{len(results)}/{planned} lane{'s' if planned != 1 else ''}"
-    print_summary(
-        document,
-        title=f"{', '.join(suites)}: {lanes} in {wall:.1f} s",
-        show_latency=args.show_latency,
-        baseline=args.baseline,
-        out=screen,
-    )
     screen.print(f"results: {out / 'results.json'}" + "".join(f", {path}" for path in written))
+    # The summary ends with the verdict line (PASS, FAIL, NOTHING CHECKED), the last thing a run prints, as
+    # for check; only an interrupted run adds how to finish it.
+    print_summary(
+        document, title=default_title(document), show_latency=args.show_latency, baseline=args.baseline, out=screen
+    )
     if interrupted:
-        screen.print(
-            f"interrupted: {len(results)} of {planned} lanes done; continue with: conformance run --resume {out}",
-            style="bold yellow",
-        )
+        done = f"{len(results)} of {count(planned, 'lane')} done"
+        screen.print(f"interrupted: {done}; continue with: conformance run --resume {out}", style="bold yellow")
     return exit_code([r.status for r in results], interrupted=interrupted, exempt_unchecked=args.latency_only)
 
 

@@ -256,6 +256,40 @@ class TestRunBadInput:
         assert "timeout" in line
 
 
+@pytest.mark.usefixtures("fake_runtimes")
+class TestRunSummary:
+    """``run`` ends as ``check`` does: the verdict line (PASS, FAIL, NOTHING CHECKED) is the last it prints."""
+
+    SUITE = """\
+suite = "tiny"
+[[case]]
+id = "one"
+model = { input_size = 4, hidden_size = 5 }
+inputs = { seq_len = 3, batch = 2 }
+runtimes = ["reference", "run-fails"]
+"""
+
+    def run(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], runtime: str) -> tuple[int, list[str]]:
+        suite, out = tmp_path / "tiny.toml", tmp_path / "out"
+        suite.write_text(self.SUITE)
+        code = main(["run", "--suite", str(suite), "--runtime", runtime, "--no-latency", "--out", str(out)])
+        lines = capsys.readouterr().out.rstrip("\n").splitlines()
+        assert lines[0] == f"results: {out / 'results.json'}"  # before the summary, so the verdict stays last
+        return code, lines
+
+    def test_a_passing_run_ends_with_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code, lines = self.run(tmp_path, capsys, "reference")
+        assert code == 0
+        assert lines[1].startswith("tiny: 1 lane in ")  # the table's title: one lane, singular
+        assert lines[-1] == "PASS: 1 of 1 lane checked, all conform"
+
+    def test_a_failing_run_ends_with_fail(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code, lines = self.run(tmp_path, capsys, "run-fails")
+        assert code == 1
+        assert "1 failing lane:" in lines
+        assert lines[-1] == "FAIL: 1 of 1 lane failing"
+
+
 class TestExport:
     @pytest.mark.parametrize("case_id", ["forward", "bidirectional-2layer", "sequence-lens-mixed"])
     def test_writes_the_onnx_backend_test_layout(

@@ -141,6 +141,10 @@ class TestVerdictLine:
         assert "2 failing results:" in text
         assert "Not exercised:\n     1 x the If took its else branch" in text
         assert "Likely cause:\n  - openvino runs the LSTM in bf16" in text
+        two = ResultDocument.of(
+            check_document().results, run={**check_document().run, "causes": ["a", "b"]}, environment={}
+        )
+        assert "Likely causes:\n  - a\n  - b" in render(two, width=160)
 
 
 class TestDefaultTitle:

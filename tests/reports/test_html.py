@@ -85,7 +85,11 @@ class TestPage:
         assert "✓ PASS: every lane that ran conforms" in render_html(passing_document)
 
     def test_one_failing_lane_is_singular(self, sample_results: tuple[Result, ...]) -> None:
-        assert "✗ FAIL: 1 failing lane<" in render_html(build_document([record(sample_results, FAIL_LANE)]))
+        html = render_html(build_document([record(sample_results, FAIL_LANE)]))
+        assert "✗ FAIL: 1 failing lane<" in html
+        assert '<span class="muted">1 case \u00d7 1 lane column</span>' in html
+        interrupted = render_html(build_document([], lanes=1, completed=0, interrupted=True))
+        assert "The run was interrupted: 0 of 1 planned lane finished." in interrupted
 
     def test_matrix_has_one_cell_per_lane_with_status_text(self, document: ResultDocument) -> None:
         page = Page(render_html(document))
@@ -170,7 +174,7 @@ class TestCheckDocument:
 
     def test_title_and_header_name_the_model(self) -> None:
         html = render_html(check_document("models/speech.onnx"))
-        assert "<title>lstm-conformance check: models/speech.onnx</title>" in html
+        assert "<title>lstm-conformance check: speech.onnx</title>" in html  # the file name; the path below
         assert '<h1>lstm-conformance check <span class="muted">· models/speech.onnx</span></h1>' in html
         assert "lstm-conformance · conformance" not in html
         assert "Suite" not in html and "cases" not in html
@@ -180,6 +184,24 @@ class TestCheckDocument:
         document = check_document()
         document = ResultDocument.of(document.results, run={**document.run, "against_torch": "lm:Net"}, environment={})
         assert "<title>lstm-conformance check: model.onnx against lm:Net</title>" in render_html(document)
+
+    def test_a_file_without_command_is_still_a_check(self) -> None:
+        """Records that are all node, whole-model or weights verdicts are a check, never ``Suite check``."""
+        document = check_document("models/speech.onnx")
+        document = ResultDocument.of(document.results, run={"wall_seconds": 1.25}, environment={})
+        html = render_html(document)
+        assert "<title>lstm-conformance check: speech.onnx</title>" in html
+        assert '<h1>lstm-conformance check <span class="muted">· models/speech.onnx</span></h1>' in html
+        assert "lstm-conformance · conformance" not in html and "Suite" not in html and "cases" not in html
+        assert "✗ FAIL: 2 failing results" in " ".join(Page(html).text)
+
+    def test_one_row_and_one_column_are_singular(self) -> None:
+        from conformance.records import model_result
+
+        document = check_document()
+        one = [model_result("model.onnx", "ort-cpu", "pass", "ok", label="T=7,B=3", shape={"T": 7, "B": 3})]
+        html = render_html(ResultDocument.of(one, run=document.run, environment={}))
+        assert '<span class="muted">1 row \u00d7 1 runtime column</span>' in html
 
     def test_one_cell_per_result_nodes_apart(self) -> None:
         document = check_document()

@@ -140,6 +140,17 @@ class TestStatuses:
         assert "worst headroom" in lane.system_out
         assert re.search(r"latency: median [\d.]+ ms, p90 [\d.]+ ms", lane.system_out)
 
+    def test_counts_are_singular_or_plural(self) -> None:
+        from tests.reports.conftest import lane_with_latency
+
+        once = lane_with_latency("one")
+        once = dataclasses.replace(once, latency={**(once.latency or {}), "count": 1})
+        document = build_document([once], lanes=1, completed=0, interrupted=True)
+        [testcase] = list(parse(document)["full"])
+        assert testcase.system_out.endswith(" over 1 run")
+        properties = {p.get("name"): p.get("value") for p in ET.fromstring(render_junit(document)).iter("property")}
+        assert properties["interrupted"] == "0 of 1 planned lane finished"
+
     def test_not_exercised_is_skipped(self) -> None:
         lane = case(parse(check_document())["check: model.onnx"], "check.model.onnx[T=7,B=3]", "/lstm_1/LSTM/openvino")
         [result] = lane.result
@@ -157,6 +168,10 @@ class TestCheckDocument:
         document = check_document()
         document = ResultDocument.of(document.results, run={**document.run, "against_torch": "lm:Net"}, environment={})
         assert list(parse(document)) == ["check: model.onnx against lm:Net"]
+
+    def test_a_file_without_command_is_still_a_check(self) -> None:
+        document = ResultDocument.of(check_document().results, run={}, environment={})
+        assert list(parse(document)) == ["check: model.onnx"]  # not a suite called "check"
 
     def test_nodes_and_the_whole_model_are_told_apart(self) -> None:
         suite = parse(check_document())["check: model.onnx"]

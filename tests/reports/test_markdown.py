@@ -93,6 +93,8 @@ class TestContent:
     def test_interrupted_run_is_flagged(self, sample_results: tuple[Result, ...]) -> None:
         text = render_markdown(build_document(sample_results, lanes=40, completed=23, interrupted=True))
         assert "> [!WARNING]\n> The run was interrupted: 23 of 40 planned lanes finished." in text
+        one = render_markdown(build_document([], lanes=1, completed=0, interrupted=True))
+        assert "> The run was interrupted: 0 of 1 planned lane finished." in one
 
     def test_markdown_specials_in_reasons_are_escaped(self, sample_results: tuple[Result, ...]) -> None:
         skip = dataclasses.replace(
@@ -118,6 +120,10 @@ class TestCheckDocument:
         document = check_document()
         document = ResultDocument.of(document.results, run={**document.run, "against_torch": "lm:Net"}, environment={})
         assert render_markdown(document).startswith("## ❌ check `model.onnx` against `lm:Net`: 2 failing of 7 results")
+
+    def test_a_file_without_command_is_still_a_check(self) -> None:
+        document = ResultDocument.of(check_document().results, run={}, environment={})
+        assert render_markdown(document).startswith("## ❌ check `model.onnx`: 2 failing of 7 results\n")
 
 
 class TestUntrustedText:

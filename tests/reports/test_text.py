@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reports.text import ID, NAME, code_span, count, first_line, markdown_inline, safe
+from reports.text import ID, NAME, code_span, count, first_line, markdown_inline, plural, safe
 
 
 class TestSafe:
@@ -63,3 +63,5 @@ def test_first_line_and_count() -> None:
     assert first_line("\n  \n  first \nsecond") == "first"
     assert first_line("") == ""
     assert [count(n, "lane") for n in (0, 1, 2)] == ["0 lanes", "1 lane", "2 lanes"]
+    assert [plural(n, "result") for n in (0, 1, 2)] == ["results", "result", "results"]
+    assert safe("x" * (NAME + 1)) == "x" * NAME + "… (1 more character)"
