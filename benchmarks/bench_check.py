@@ -10,8 +10,8 @@ Three models are built once per benchmark run (not timed), into a temporary fold
 - M2.onnx (~2 MB), made with onnx.helper: a Conv1d front-end (64 -> 128 channels, ReLU), then
   ``If(Equal(sr, 16000))`` whose two branches each hold an LSTM (hidden 192, own weights).
 
-Each command is run ``--runs`` times as a fresh process, round-robin (run 1 of every command, then
-run 2, ...) so that a shared machine's changing speed falls on all alike:
+Each command is run once uncounted (warm-up), then ``--runs`` times as a fresh process, round-robin
+(run 1 of every command, then run 2, ...) so that a shared machine's changing speed falls on all alike:
 
 1. ``conformance check M1.onnx`` (target 0.5 s);
 2. ``conformance check M2.onnx`` (target 1.5 s);
@@ -182,11 +182,16 @@ def _redirect(out: Any, err: Any) -> list[tuple[Any, ...]]:
     return [(os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)]
 
 
+# As a user's shell runs them: a PYTHONDONTWRITEBYTECODE in this environment would make every run compile
+# the project's modules again (~60 ms); the warm-up run writes the bytecode caches.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_once(argv: tuple[str, ...], logs: Path) -> Run:
     """Run ``argv`` as a fresh process; its wall time, peak RSS (``os.wait4``) and exit code."""
     with open(logs / "stdout", "wb") as out, open(logs / "stderr", "wb") as err:
         start = time.perf_counter()
-        pid = os.posix_spawn(argv[0], list(argv), os.environ, file_actions=_redirect(out, err))
+        pid = os.posix_spawn(argv[0], list(argv), CHILD_ENV, file_actions=_redirect(out, err))
         _, status, usage = os.wait4(pid, 0)
         wall = time.perf_counter() - start
     lines = (logs / "stderr").read_text(errors="replace").strip().splitlines()
@@ -264,6 +269,8 @@ def main() -> None:
             argv = (polygraphy, "run", str(m1), "--onnxrt", "--input-shapes", "x:[7,3,16]")
             commands.append(Command("polygraphy run M1.onnx --onnxrt (x:[7,3,16])", argv, None))
         runs: dict[str, list[Run]] = {c.label: [] for c in commands}
+        for command in commands:  # warm-up, not counted: bytecode caches and the OS file cache
+            run_once(command.argv, Path(tmp))
         for _ in range(args.runs):
             for command in commands:
                 runs[command.label].append(run_once(command.argv, Path(tmp)))

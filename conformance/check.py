@@ -163,8 +163,8 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
 def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
     """Everything ``conformance check`` does, as data."""
     start = time.perf_counter()
-    runtime_ids = list(options.runtimes) if options.runtimes is not None else onnx_runtime_ids()
-    _onnx_runtimes_only(runtime_ids)
+    runtimes = _onnx_runtimes(options.runtimes)
+    runtime_ids = [r.id for r in runtimes]
     model = load_model(model_path)
     nodes = lstm_nodes(model_path, model)
     inputs = read_inputs_or_refuse(model_path, model)
@@ -195,16 +195,16 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
         reference = _reference_runs(instrumented, report.input_sets)
         if trained is not None:
             report.results.append(_intent(model_path, model, trained, nodes, reference))
-        for runtime_id in runtime_ids:
+        for runtime in runtimes:
             report.results += _check_runtime(
-                runtime_id, model_path, model, instrumented, instrumented_path, report, reference, options
+                runtime, model_path, model, instrumented, instrumented_path, report, reference, options
             )
         report.results = _fold_not_exercised(report.results)
         if stream is not None:
             from conformance.streaming import run_stream
 
             report.results += run_stream(
-                stream, model_path, model, report.input_sets[0], runtime_ids, options, open_session
+                stream, model_path, model, report.input_sets[0], runtimes, options, open_session
             )
     report.causes = _causes(report)
     report.seconds = time.perf_counter() - start
@@ -218,15 +218,25 @@ def read_inputs_or_refuse(path: Path, model: onnx.ModelProto) -> tuple[GraphInpu
         raise BadInputError(f"{path}: {exc}") from None
 
 
-def _onnx_runtimes_only(runtime_ids: Sequence[str]) -> None:
-    from conformance.runtimes import get_runtime
+def _onnx_runtimes(wanted: Sequence[str] | None) -> list[Any]:
+    """The runtimes to check on (built once: building them imports and probes the backends); every ONNX
+    runtime when ``wanted`` is None; one that does not run ONNX files is bad input."""
+    from conformance.runtimes import all_runtimes, get_runtime
 
-    for runtime_id in runtime_ids:
-        if get_runtime(runtime_id).consumes != "onnx":
-            onnx_ids = onnx_runtime_ids()
+    everything = all_runtimes()
+    if wanted is None:
+        return [r for r in everything if r.consumes == "onnx"]
+    by_id = {r.id: r for r in everything}
+    chosen = []
+    for runtime_id in wanted:
+        runtime = by_id.get(runtime_id) or get_runtime(runtime_id)  # get_runtime names an unknown id
+        if runtime.consumes != "onnx":
+            onnx_ids = [r.id for r in everything if r.consumes == "onnx"]
             raise BadInputError(
                 f"--runtime {runtime_id}: it does not run ONNX files; check runs on: {', '.join(onnx_ids)}"
             )
+        chosen.append(runtime)
+    return chosen
 
 
 def _read_trained(path: Path | None) -> Any:
@@ -341,7 +351,7 @@ def _reference_runs(instrumented: Instrumented, input_sets: Sequence[InputSet]) 
 
 
 def _check_runtime(
-    runtime_id: str,
+    runtime: Any,
     model_path: Path,
     model: onnx.ModelProto,
     instrumented: Instrumented,
@@ -350,10 +360,7 @@ def _check_runtime(
     reference: Mapping[str, ReferenceRun],
     options: CheckOptions,
 ) -> list[Result]:
-    from conformance.runtimes import get_runtime
-
-    name = model_path.name
-    runtime = get_runtime(runtime_id)
+    name, runtime_id = model_path.name, runtime.id
     reason = runtime.unavailable()
     if reason:
         return [model_result(name, runtime_id, SKIP, reason)]

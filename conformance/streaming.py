@@ -124,14 +124,13 @@ def run_stream(
     model_path: Path,
     model: onnx.ModelProto,
     first: Any,
-    runtime_ids: Sequence[str],
+    runtimes: Sequence[Any],
     options: Any,
     open_session: Callable[[Any, Path], Any],
 ) -> list[Result]:
     """One result per runtime: the stream of ``plan.steps`` steps from the input set ``first``;
     ``open_session(runtime, path)`` opens a runtime's session on a model file."""
     from conformance.graph import reference_runner
-    from conformance.runtimes import get_runtime
 
     name, label = model_path.name, f"stream {plan.steps} steps from {first.label}"
     steps = _step_feeds(first.feeds, plan, options.seed)
@@ -140,8 +139,8 @@ def run_stream(
     except Exception as exc:
         return [model_result(name, "reference", ERROR, f"the reference failed on the stream: {describe_error(exc)}")]
     results = []
-    for runtime_id in runtime_ids:
-        runtime = get_runtime(runtime_id)
+    for runtime in runtimes:
+        runtime_id = runtime.id
         reason = runtime.unavailable()
         if reason:
             results.append(model_result(name, runtime_id, SKIP, reason, label=label))

@@ -115,7 +115,15 @@ def lm_log_probs(
     ids = _tokens(config, tokens)
     embedded = weights.embedding[ids]
     hidden = run_stack(config.lstm, weights.lstm, embedded, initial_h=initial_h, initial_c=initial_c).output
-    return log_softmax(hidden @ weights.proj_weight.T + weights.proj_bias)
+    # The projection runs on one contiguous time-major [T*B, D*H] matrix whatever the layout: a matmul over
+    # a batch-first view rounds differently in the last bit (NumPy 2.4 picks another kernel), and the
+    # reference must give the same numbers for the same sequences.
+    time_major = hidden.transpose(1, 0, 2) if config.lstm.batch_first else hidden
+    steps, batch, width = time_major.shape
+    flat = np.ascontiguousarray(time_major).reshape(steps * batch, width)
+    logits = (flat @ weights.proj_weight.T + weights.proj_bias).reshape(steps, batch, -1)
+    log_probs = log_softmax(logits)
+    return log_probs.transpose(1, 0, 2) if config.lstm.batch_first else log_probs
 
 
 def next_token(config: LMConfig, weights: LMWeights, tokens: ArrayLike) -> NDArray[np.int64]:

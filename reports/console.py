@@ -29,12 +29,14 @@ def summary(
 ) -> list[RenderableType]:
     """What a person reads after a run or check, in order, ending with the verdict line.
 
-    The runtime x status table, the expected divergences that showed up, why results were not checked, each
+    For a check, the LSTM node x runtime table first (its stream rows' error growth under it). Then the
+    runtime x status table, the expected divergences that showed up, why results were not checked, each
     failing result with its message, the check's likely causes, latency tables (``show_latency``), and last
     ``PASS``, ``FAIL`` or ``NOTHING CHECKED`` with the counts behind it.
     """
     results, word = document.results, noun(document)
     parts: list[RenderableType | None] = [
+        _node_table(results) if is_check(document) else None,
         _status_table(results, title),
         _expected(results, word),
         *(_unchecked(results, status) for status in _UNCHECKED_HEADINGS),
@@ -62,6 +64,30 @@ def default_title(document: ResultDocument) -> str:
 
 def _text(value: object, limit: int | None = NAME, *, style: str = "", multiline: bool = False) -> Text:
     return Text(safe(value, limit, multiline=multiline), style=style)
+
+
+def _node_table(results: Sequence[Result]) -> RenderableType | None:
+    """Each LSTM node (and the whole model, the stream, the trained weights) x runtime: the worst status
+    over the inputs (``reports.node_table``); then the error growth of each passing ``--stream`` run."""
+    from reports.node_table import node_table
+
+    columns, rows = node_table(results)
+    if not any(r.node for r in results):
+        return None
+    table = Table(title="LSTM nodes x runtimes (worst over the inputs)", title_justify="left")
+    table.add_column("node", overflow="fold", ratio=3)
+    shown = [*columns, *(["weights"] if any("weights" in cells for cells in rows.values()) else [])]
+    for column in shown:
+        table.add_column(_text(column), overflow="fold", ratio=1)
+    for row, cells in rows.items():
+        values = [_text(cells.get(c, ""), style=LOOKS[cells[c]].style if c in cells else "") for c in shown]
+        table.add_row(_text(row), *values)
+    streams = [
+        _text(f"stream: {r.message}", MESSAGE)
+        for r in results
+        if "max_abs_error_per_step" in r.detail and r.status not in FAILING
+    ]
+    return Group(table, *streams) if streams else table
 
 
 def _status_table(results: Sequence[Result], title: str) -> Table:

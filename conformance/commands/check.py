@@ -126,8 +126,6 @@ def _render(
         screen.print(header, highlight=False, markup=False)
     for note in notes or []:
         screen.print(f"note: {note}", style="yellow", highlight=False, markup=False)
-    if not against:
-        _print_node_table(screen, results)
     from reports.text import count
 
     title = f"check{f' against {against}' if against else ''}: {count(len(results), 'result')} in {seconds:.2f} s"
@@ -148,32 +146,3 @@ def _header(report: Any) -> str:
         f"{report.model}: {count(len(nodes), 'LSTM node')} ({listed}); {count(sets, 'input set')}; "
         f"runtimes: {', '.join(report.runtimes)}"
     )
-
-
-def _print_node_table(screen: Any, results: list[Any]) -> None:
-    """The node x runtime table: each LSTM node, the whole model and the trained weights, worst status over inputs."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from reports.labels import LOOKS
-    from reports.node_table import node_table
-
-    columns, rows = node_table(results)
-    if not rows:
-        return
-    table = Table(title="LSTM nodes x runtimes (worst over the inputs)", title_justify="left")
-    table.add_column("node", overflow="fold", ratio=3)
-    show = [*columns, *(["weights"] if any("weights" in cells for cells in rows.values()) else [])]
-    for column in show:
-        table.add_column(column, overflow="fold", ratio=1)
-    for row, cells in rows.items():
-        values = []
-        for column in show:
-            status = cells.get(column)
-            look = LOOKS.get(status) if status else None
-            values.append(Text(status or "", style=look.style if look else ""))
-        table.add_row(Text(row), *values)
-    screen.print(table)
-    for result in results:
-        if "max_abs_error_per_step" in result.detail and result.status == "pass":
-            screen.print(f"stream: {result.message}", highlight=False, markup=False)

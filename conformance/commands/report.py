@@ -59,13 +59,9 @@ def _console(document: Any, *, width: int | None) -> str:
     from rich.console import Console
 
     from conformance.commands.output import print_summary
+    from reports.console import default_title
 
-    run = document.run
-    what = run.get("model") if run.get("command") == "check" else ", ".join(map(str, run.get("suites") or []))
-    count = len(document.results)
-    wall = run.get("wall_seconds")
-    title = f"{what or 'results'}: {count} lane{'s' if count != 1 else ''}"
-    title += f" in {wall:.1f} s" if isinstance(wall, (int, float)) else ""
+    title = default_title(document)
     buffer = io.StringIO()
     to_terminal = width is None and sys.stdout.isatty()
     console = Console(

@@ -48,6 +48,8 @@ def reference_runner(*, float64_lstm: bool = True) -> Run:
     Either way Loop is ``evaluator_ops.ReferenceLoop``, which stacks scan outputs as ONNX Runtime does,
     and local functions are inlined first: the evaluator runs function bodies without ``new_ops``."""
 
+    built: list[tuple[onnx.ModelProto, Any]] = []  # the last model and its evaluator: runs repeat a model
+
     def run(model: onnx.ModelProto, feeds: Feeds) -> Outputs:
         from onnx.reference import ReferenceEvaluator
         from onnx.reference.op_run import OpRun
@@ -55,8 +57,12 @@ def reference_runner(*, float64_lstm: bool = True) -> Run:
         from conformance.graph.evaluator_ops import ReferenceLoop, ReferenceLSTM
         from conformance.graph.walk import inline_functions
 
-        new_ops: list[type[OpRun]] = [ReferenceLoop, ReferenceLSTM] if float64_lstm else [ReferenceLoop]
-        evaluator = ReferenceEvaluator(inline_functions(model) if model.functions else model, new_ops=new_ops)
+        if built and built[0][0] is model:
+            evaluator = built[0][1]
+        else:
+            new_ops: list[type[OpRun]] = [ReferenceLoop, ReferenceLSTM] if float64_lstm else [ReferenceLoop]
+            evaluator = ReferenceEvaluator(inline_functions(model) if model.functions else model, new_ops=new_ops)
+            built[:] = [(model, evaluator)]
         names = list(evaluator.output_names)
         return dict(zip(names, evaluator.run(None, dict(feeds)), strict=True))
 

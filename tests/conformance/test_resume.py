@@ -258,7 +258,7 @@ class TestInterrupted:
         resumed = start(["run", "--resume", str(out), "--no-latency", "--no-cache"], tmp_path / "resume")
         code, stdout, stderr = finish(resumed, tmp_path / "resume")
         assert code == 0, stdout + stderr
-        assert f"{partial['run']['completed']} lane(s) already done, {LANES - partial['run']['completed']} to run" in (
+        assert f"{partial['run']['completed']} lanes already done, {LANES - partial['run']['completed']} to run" in (
             stderr
         )
         document = results(out)

@@ -3,7 +3,7 @@
 Node paths: a main-graph node is its name; a node inside a subgraph is
 ``<owner node name>/<graph attribute>/<node name>`` (e.g.
 ``If_sr/then_branch/decoder/rnn/LSTM``); a node inside a model-local function
-is ``<call node name>/<function name>/<node name>``; nesting repeats the rule.
+is ``<call node name>/<node name>`` (the call names the function already); nesting repeats the rule.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def iter_nodes(graph: Any, functions: Mapping[tuple[str, str], Any], prefix: str
                 yield from iter_nodes(sub, functions, f"{path}/{attr.name}/")
         body = functions.get((node.domain, node.op_type))
         if body is not None:
-            yield from iter_nodes(body, functions, f"{path}/{body.name}/")
+            yield from iter_nodes(body, functions, f"{path}/")
 
 
 def lstm_paths(model: Any) -> tuple[str, ...]:
