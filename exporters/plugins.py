@@ -33,7 +33,15 @@ def plugins_from_env(variable: str) -> dict[str, str]:
     return plugins
 
 
-def load_target(target: str) -> Any:
-    """The object a ``"module:Class"`` target names (imports its module)."""
+def load_target(target: str, *, plugin: str | None = None) -> Any:
+    """The object a ``"module:Class"`` target names (imports its module).
+
+    For a plug-in (``plugin`` is where it was named, e.g. ``CONFORMANCE_EXTRA_RUNTIMES: fast``), a module
+    that does not import or lacks the name is bad input (``PluginError``), not a bug of this tool."""
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        if plugin is None:
+            raise
+        raise PluginError(f"{plugin}={target}: cannot load it ({type(exc).__name__}: {exc})") from None

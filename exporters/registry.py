@@ -28,7 +28,7 @@ from exporters.base import (
     describe_error,
 )
 from exporters.errors import BadInputError
-from exporters.plugins import plugins_from_env
+from exporters.plugins import load_target, plugins_from_env
 
 # id -> "module:Class"; modules are imported only when an exporter is used.
 _EXPORTERS = {
@@ -70,8 +70,8 @@ def get_exporter(exporter_id: str) -> Exporter:
         raise UnknownExporterError(
             f"unknown exporter {exporter_id!r}{hint}; available: {known} (and the selftest mutants mutant-*)"
         )
-    module_name, class_name = target.split(":")
-    exporter: Exporter = getattr(importlib.import_module(module_name), class_name)()
+    plugin = None if exporter_id in _EXPORTERS else f"{EXTRA_ENV}: {exporter_id}"
+    exporter: Exporter = load_target(target, plugin=plugin)()
     return exporter
 
 

@@ -117,7 +117,7 @@ def all_runtimes() -> list[Runtime]:
         else:
             runtimes.append(made)
     for runtime_id, target in extra_runtimes().items():
-        runtime = load_target(target)()
+        runtime = load_target(target, plugin=f"{EXTRA_ENV}: {runtime_id}")()
         runtime.id = runtime_id
         runtimes.append(runtime)
     return runtimes

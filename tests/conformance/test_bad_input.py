@@ -597,3 +597,24 @@ def test_debug_reraises_case_errors(tmp_path: Path) -> None:
     path.write_text(CASE + "model = { input_size = 3, hiden_size = 4 }\n" + INPUTS)
     with pytest.raises(CaseError, match=r"model\.hiden_size: unknown key"):
         main(["--debug", "run", "--suite", str(path)])
+
+
+class TestPluginsThatDoNotLoad:
+    """A plug-in named in the environment whose module does not import is the user's input, not our bug."""
+
+    def test_a_runtime_plugin(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        monkeypatch.setenv("CONFORMANCE_EXTRA_RUNTIMES", "fast=nosuch_pkg.runtime:Fast")
+        assert bad_input(["list", "runtimes"], capsys) == (
+            "error: CONFORMANCE_EXTRA_RUNTIMES: fast=nosuch_pkg.runtime:Fast: cannot load it "
+            "(ModuleNotFoundError: No module named 'nosuch_pkg')"
+        )
+
+    def test_an_exporter_plugin_without_the_class(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("CONFORMANCE_EXTRA_EXPORTERS", "mine=json:NoSuchExporter")
+        argv = ["export", "bidirectional-2layer", "--suite", "smoke", "--exporter", "mine", "--out", "unused"]
+        assert bad_input(argv, capsys) == (
+            "error: CONFORMANCE_EXTRA_EXPORTERS: mine=json:NoSuchExporter: cannot load it "
+            "(AttributeError: module 'json' has no attribute 'NoSuchExporter')"
+        )
