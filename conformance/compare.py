@@ -241,7 +241,8 @@ def _greatest(values: npt.NDArray[np.float64], where: npt.NDArray[np.bool_]) -> 
 
 def _per_step(abs_err: npt.NDArray[np.float64], time_axis: int) -> tuple[float, ...]:
     """Greatest absolute error at each step along ``time_axis`` (NaN where that step has a NaN error)."""
-    steps = np.moveaxis(abs_err, time_axis, 0).reshape(abs_err.shape[time_axis], -1)
-    if steps.shape[1] == 0:
-        return tuple(0.0 for _ in range(steps.shape[0]))
+    count = abs_err.shape[time_axis]
+    if abs_err.size == 0:  # no step, or steps of nothing (a zero-size batch or hidden axis)
+        return tuple(0.0 for _ in range(count))
+    steps = np.moveaxis(abs_err, time_axis, 0).reshape(count, -1)
     return tuple(float(v) for v in steps.max(axis=1))

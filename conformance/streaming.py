@@ -40,7 +40,7 @@ def plan_stream(model: onnx.ModelProto, inputs: Sequence[GraphInput], states: Se
     """The pairs given with ``--state`` (checked), or guessed; a model with none is bad input."""
     outputs = {o.name: o for o in model.graph.output}
     by_name = {i.name: i for i in inputs}
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for text in states:
         out, sep, into = (part.strip() for part in text.partition("="))
         if not sep or not out or not into:
@@ -49,8 +49,10 @@ def plan_stream(model: onnx.ModelProto, inputs: Sequence[GraphInput], states: Se
             raise BadInputError(f"--state {text}: the model has no output {out!r}; its outputs: {', '.join(outputs)}")
         if into not in by_name:
             raise BadInputError(f"--state {text}: the model has no input {into!r}; its inputs: {', '.join(by_name)}")
+        if into in [i for _, i in pairs]:
+            raise BadInputError(f"--state {text}: input {into!r} already takes another output")
         declared = _declared(outputs[out])
-        if declared is not None and declared != (by_name[into].dtype, by_name[into].dims):
+        if declared is not None and not _compatible(declared, (by_name[into].dtype, by_name[into].dims)):
             raise BadInputError(
                 f"--state {text}: output {out!r} is {_show(declared)} but input {into!r} is "
                 f"{_show((by_name[into].dtype, by_name[into].dims))}"
@@ -76,7 +78,9 @@ def guess_pairs(model: onnx.ModelProto, inputs: Sequence[GraphInput]) -> tuple[t
         declared = _declared(output)
         if declared is None:
             continue
-        candidates = [i for i in inputs if i.name not in taken and (i.dtype, i.dims) == declared and i.dims]
+        candidates = [
+            i for i in inputs if i.name not in taken and i.dims and _compatible(declared, (i.dtype, i.dims), guess=True)
+        ]
         if not candidates:
             continue
         best = max(candidates, key=lambda i: _likeness(output.name, i.name))
@@ -84,6 +88,25 @@ def guess_pairs(model: onnx.ModelProto, inputs: Sequence[GraphInput]) -> tuple[t
             pairs.append((output.name, best.name))
             taken.add(best.name)
     return tuple(pairs)
+
+
+def _compatible(output: tuple[str, Any], state: tuple[str, Any], *, guess: bool = False) -> bool:
+    """Whether an output can be fed back as a state input: same dtype and rank, equal where both dims are
+    fixed (a symbolic or unnamed dim matches another: exporters name the same size differently). To
+    ``guess`` a pair, a fixed dim must also meet a fixed dim: an output [batch, 1] is no state for an
+    input [batch, N]."""
+    (out_dtype, out_dims), (in_dtype, in_dims) = output, state
+    if out_dtype != in_dtype:
+        return False
+    if out_dims is None or in_dims is None:
+        return True
+    if len(out_dims) != len(in_dims):
+        return False
+    for a, b in zip(out_dims, in_dims, strict=True):
+        fixed = isinstance(a, int), isinstance(b, int)
+        if (all(fixed) and a != b) or (guess and fixed[0] != fixed[1]):
+            return False
+    return True
 
 
 def _likeness(output: str, name: str) -> float:
@@ -210,7 +233,7 @@ def _judge(
         verdict = evaluate.judge({k: got.get(k) for k in arrays}, arrays, allowed, where=f"at step {index + 1}")
         if verdict.status != PASS and failed_at is None:
             failed_at, message = index + 1, verdict.message
-    growth = ", ".join(f"{e:.2g}" for e in errors)
+    growth = _growth(errors)
     detail = {"max_abs_error_per_step": [round(e, 12) for e in errors]}
     if failed_at is not None:
         text = (
@@ -220,3 +243,12 @@ def _judge(
         return model_result(name, runtime_id, FAIL, text, label=label, detail=detail)
     text = f"{runtime_id} stays within tolerance for {len(errors)} steps; greatest error per step: {growth}"
     return model_result(name, runtime_id, PASS, text, label=label, detail=detail)
+
+
+def _growth(errors: Sequence[float]) -> str:
+    """The greatest error of each step; of a long stream, the first six, the last five and the worst."""
+    if len(errors) <= 12:
+        return ", ".join(f"{e:.2g}" for e in errors)
+    worst = max(range(len(errors)), key=errors.__getitem__)
+    head, tail = ", ".join(f"{e:.2g}" for e in errors[:6]), ", ".join(f"{e:.2g}" for e in errors[-5:])
+    return f"{head}, ..., {tail} (worst {errors[worst]:.2g} at step {worst + 1})"

@@ -113,7 +113,10 @@ def load_onnx(path: str | Path, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BY
     if uses_external:
         from onnx.external_data_helper import load_external_data_for_model
 
-        load_external_data_for_model(model, str(base))
+        try:
+            load_external_data_for_model(model, str(base))
+        except (ValueError, OSError) as exc:  # a length or offset past the end of the data file, ...
+            raise ModelImportError(f"{path}: cannot read its external data ({type(exc).__name__}: {exc})") from None
     return model
 
 

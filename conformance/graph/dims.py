@@ -22,6 +22,7 @@ import numpy as np
 from conformance.graph.capture import capture
 from conformance.graph.inputs import FeedValue, GraphInput, InputRoles, dim_keys, synthesize
 from conformance.graph.instrument import Instrumented
+from exporters.errors import BadInputError
 
 __all__ = ["BASE", "MAX_COMBINATIONS", "DimPlan", "plan_dims"]
 
@@ -81,6 +82,10 @@ def plan_dims(
         wider = dict(base, **{key: base[key] * 2})
         other = probe.observe(wider) if observed is not None else None
         kind, mapping = _classify(observed, other, base[key], wider[key])
+        if observed is not None and key not in given and kind == "other":
+            why = _unclassified(observed, other, probe.error)
+            if why:
+                notes.append(f"dim {key}: {why}; it takes {base[key]}: set its sizes with --dim {key}=N[,N...]")
         kinds[key] = kind
         if key in given:
             values[key] = given[key]
@@ -97,6 +102,11 @@ def plan_dims(
         if kind == "sequence" and mapping is not None:
             maps[key] = mapping
     combinations = [dict(zip(keys, sizes, strict=True)) for sizes in itertools.product(*(values[k] for k in keys))]
+    if len(combinations) > MAX_COMBINATIONS and any(len(given[k]) > 1 for k in given):
+        raise BadInputError(
+            f"--dim: the sizes given make {len(combinations)} combinations; at most {MAX_COMBINATIONS} are "
+            "checked in one run: give fewer values"
+        )
     if len(combinations) > MAX_COMBINATIONS:
         notes.append(
             f"{len(combinations)} combinations of dim sizes; checking the first {MAX_COMBINATIONS} "
@@ -154,6 +164,15 @@ def _classify(
     return "other", None
 
 
+def _unclassified(before: _Observed, after: _Observed | None, error: str) -> str:
+    """Why a probe could not tell a dim's role, or "" when the dim simply moves no LSTM axis."""
+    if after is None:
+        return f"the model fails when this dim alone is doubled ({error}), so its role is unknown"
+    if not set(before) & set(after):
+        return "doubling it changed which LSTM nodes ran (an If on the data?), so its role is unknown"
+    return ""
+
+
 def _sizes_for(mapping: tuple[float, float], targets: Sequence[int]) -> tuple[int, ...]:
     """The dim sizes that give the LSTM axis each target (whole, positive sizes only)."""
     slope, offset = mapping
@@ -184,6 +203,7 @@ class _Prober:
         self.instrumented, self.path, self.inputs = instrumented, path, inputs
         self.input_roles, self.feeds = input_roles, feeds
         self.session: Any = None
+        self.run_options: Any = None
         self.error = ""
 
     def observe(self, sizes: Mapping[str, int]) -> _Observed | None:
@@ -216,7 +236,9 @@ class _Prober:
             import onnxruntime as ort
 
             options = ort.SessionOptions()
-            options.log_severity_level = 3
+            options.log_severity_level = 4  # a probe that fails is expected: its exception says why, quietly
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.run_options = ort.RunOptions()
+            self.run_options.log_severity_level = 4
         names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, dict(feeds)), strict=True))
+        return dict(zip(names, self.session.run(names, dict(feeds), self.run_options), strict=True))

@@ -15,6 +15,9 @@ along axis 0 where ONNX Runtime stacks them on a new axis, as the spec's pseudoc
 fails on a loop that runs no iteration, and runs no iteration when the optional ``cond`` input is
 omitted. ``ReferenceLoop`` stacks, returns empty scan outputs for no iteration, and treats no ``cond``
 as true.
+
+Scan: onnx 1.23's evaluator refuses scan directions and axes other than 0 ("Scan is not implemented for
+other output input_direction than 0"). ``ReferenceScan`` runs every direction and axis of the spec.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import numpy as np
 import numpy.typing as npt
 from onnx.reference.op_run import OpRun
 from onnx.reference.ops.op_loop import Loop
+from onnx.reference.ops.op_scan import Scan
 
 from conformance.graph.nodes import INPUT_ROLES, LSTMAttributes
 from conformance.graph.operator import lstm_call
 
-__all__ = ["ReferenceLSTM", "ReferenceLoop"]
+__all__ = ["ReferenceLSTM", "ReferenceLoop", "ReferenceScan"]
 
 
 class ReferenceLSTM(OpRun):
@@ -85,3 +89,60 @@ class ReferenceLoop(Loop):
 
 
 ReferenceLoop.__name__ = "Loop"
+
+
+class ReferenceScan(Scan):
+    """The ONNX ``Scan`` op with every scan direction and axis (the evaluator's own handles only 0 and 0)."""
+
+    op_domain = ""
+
+    def __init__(self, onnx_node: Any, run_params: Any) -> None:
+        OpRun.__init__(self, onnx_node, run_params)  # not Scan's: it refuses other directions and axes
+        body: Any = getattr(self, "body")  # noqa: B009 - OpRun sets every attribute per instance
+        self.input_names, self.output_names = body.input_names, body.output_names
+
+    def _run(self, *args: Any, context: Any = None, bindings: Any = None, **attributes: Any) -> tuple[Any, ...]:
+        attribute: Any = self.__dict__.get  # OpRun sets the node's attributes on the instance
+        scans = int(attribute("num_scan_inputs"))
+        n = len(args) - scans
+        states, inputs = list(args[:n]), list(args[n:])
+        k = len(self.output_names) - n
+        in_axes = [_axis(a, x.ndim) for a, x in zip(_padded(attribute("scan_input_axes"), scans), inputs, strict=True)]
+        in_reversed = _padded(attribute("scan_input_directions"), scans)
+        steps = inputs[0].shape[in_axes[0]] if inputs else 0
+        collected: list[list[Any]] = [[] for _ in range(k)]
+        for step in range(steps):
+            feeds = dict(context or {})
+            feeds.update(zip(self.input_names[:n], states, strict=True))
+            for name, x, axis, back in zip(self.input_names[n:], inputs, in_axes, in_reversed, strict=True):
+                feeds[name] = np.take(x, steps - 1 - step if back else step, axis=axis)
+            outputs = getattr(self, "_run_body")(feeds, bindings=bindings)  # noqa: B009 - set by OpRun
+            states = list(outputs[:n])
+            for j in range(k):
+                collected[j].append(outputs[n + j])
+        results = []
+        for items, axis, back in zip(
+            collected,
+            _padded(attribute("scan_output_axes"), k),
+            _padded(attribute("scan_output_directions"), k),
+            strict=True,
+        ):
+            if not items:  # no step: the slice's shape is unknown, as in ReferenceLoop
+                results.append(np.empty((0,), np.float32))
+                continue
+            stacked = np.stack(items[::-1] if back else items, axis=0)
+            results.append(np.moveaxis(stacked, 0, _axis(axis, stacked.ndim)))
+        return (*states, *results)
+
+
+ReferenceScan.__name__ = "Scan"
+
+
+def _padded(values: Any, count: int) -> list[int]:
+    """An optional per-input attribute as ``count`` ints (missing entries 0)."""
+    given = [int(v) for v in (values if values is not None else [])]
+    return (given + [0] * count)[:count]
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis

@@ -157,7 +157,7 @@ def synthesize(
     Floats are uniform in [-1, 1); token indices cover the whole table (a shuffled ``range`` tiled over
     the tensor, so every row is read when the tensor is large enough, and 0 and the last row always);
     lengths are in [1, ``steps``] with the first at ``steps`` and, when there are several, one shorter;
-    an If condition takes the value that makes it True; bools are True; other integers are in [0, 4).
+    an If condition takes the value that makes it True; bools are True; other integers are in [1, 4).
     """
     shape = _shape(graph_input, sizes)
     dtype = np.dtype(graph_input.dtype)
@@ -188,7 +188,7 @@ def synthesize(
         if count > 1 and top > 1:
             values[-1] = rng.integers(1, top)
         return values.reshape(shape).astype(dtype)
-    return rng.integers(0, 4, size=shape).astype(dtype)
+    return rng.integers(1, 4, size=shape).astype(dtype)  # not 0: a trip count or a Range limit of 0 runs nothing
 
 
 def _shape(graph_input: GraphInput, sizes: Mapping[str, int]) -> tuple[int, ...]:
@@ -266,6 +266,10 @@ def parse_feed(text: str, inputs: Sequence[GraphInput]) -> FeedValue:
         raise BadInputError(f"--feed {text}: {value!r} is neither a number nor a .npy file") from None
     if not np.isfinite(number):
         raise BadInputError(f"--feed {text}: {value!r} is not finite")
+    with np.errstate(over="ignore"):
+        overflows = dtype.kind == "f" and not np.isfinite(np.asarray(number).astype(dtype))
+    if overflows:
+        raise BadInputError(f"--feed {text}: {value} does not fit input {name!r} ({dtype.name})")
     if dtype.kind in "iu":
         if not number.is_integer():
             raise BadInputError(f"--feed {text}: input {name!r} is {dtype.name}; {value!r} is not a whole number")

@@ -45,7 +45,8 @@ def reference_runner(*, float64_lstm: bool = True) -> Run:
     """A ``Run`` on ``onnx.reference.ReferenceEvaluator``. With ``float64_lstm`` (the default) its LSTM op
     is replaced by ``reference.lstm`` (see ``evaluator_ops.ReferenceLSTM``): the whole-model reference.
     Without it, the evaluator's own LSTM runs: a peer that ignores clip, activations and sequence_lens.
-    Either way Loop is ``evaluator_ops.ReferenceLoop``, which stacks scan outputs as ONNX Runtime does,
+    Either way Loop is ``evaluator_ops.ReferenceLoop``, which stacks scan outputs as ONNX Runtime does, and
+    Scan ``evaluator_ops.ReferenceScan``, which runs every scan direction and axis,
     and local functions are inlined first: the evaluator runs function bodies without ``new_ops``."""
 
     built: list[tuple[onnx.ModelProto, Any]] = []  # the last model and its evaluator: runs repeat a model
@@ -54,13 +55,14 @@ def reference_runner(*, float64_lstm: bool = True) -> Run:
         from onnx.reference import ReferenceEvaluator
         from onnx.reference.op_run import OpRun
 
-        from conformance.graph.evaluator_ops import ReferenceLoop, ReferenceLSTM
+        from conformance.graph.evaluator_ops import ReferenceLoop, ReferenceLSTM, ReferenceScan
         from conformance.graph.walk import inline_functions
 
         if built and built[0][0] is model:
             evaluator = built[0][1]
         else:
-            new_ops: list[type[OpRun]] = [ReferenceLoop, ReferenceLSTM] if float64_lstm else [ReferenceLoop]
+            new_ops: list[type[OpRun]] = [ReferenceLoop, ReferenceScan]
+            new_ops += [ReferenceLSTM] if float64_lstm else []
             evaluator = ReferenceEvaluator(inline_functions(model) if model.functions else model, new_ops=new_ops)
             built[:] = [(model, evaluator)]
         names = list(evaluator.output_names)
