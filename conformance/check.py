@@ -198,7 +198,7 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
         report.notes += dims.notes
         report.input_sets = _input_sets(inputs, input_roles, dims, feeds, options, fixed)
         report.input_sets += [_user_input_set(p, inputs) for p in options.inputs]
-        reference = _reference_runs(instrumented, report.input_sets)
+        reference = _reference_runs(instrumented, model, report.input_sets)
         if trained is not None:
             report.results.append(_intent(model_path, model, trained, nodes, reference))
         for runtime in runtimes:
@@ -416,20 +416,35 @@ def _user_input_set(path: Path, inputs: Sequence[GraphInput]) -> InputSet:
 
 @dataclass(frozen=True)
 class ReferenceRun:
-    """The whole-model reference on one input set: its captures, or why it could not run."""
+    """The whole-model reference on one input set: its captures and the model's outputs; when the
+    instrumented copy fails on it (``uncapturable`` says why) the outputs of the model itself; when the
+    model fails too, ``error``."""
 
     captures: Captures | None
+    outputs: Mapping[str, Any] | None
     error: str | None = None
+    uncapturable: str | None = None
 
 
-def _reference_runs(instrumented: Instrumented, input_sets: Sequence[InputSet]) -> dict[str, ReferenceRun]:
+def _reference_runs(
+    instrumented: Instrumented, model: onnx.ModelProto, input_sets: Sequence[InputSet]
+) -> dict[str, ReferenceRun]:
     run = reference_runner()
+    plain = reference_runner()
     found = {}
     for input_set in input_sets:
         try:
-            found[input_set.label] = ReferenceRun(capture(instrumented, input_set.feeds, run))
+            captures = capture(instrumented, input_set.feeds, run)
+            found[input_set.label] = ReferenceRun(captures, captures.outputs)
+            continue
         except Exception as exc:
-            found[input_set.label] = ReferenceRun(None, describe_error(exc, 300))
+            why = describe_error(exc, 300)
+        try:
+            outputs = plain(model, input_set.feeds)
+        except Exception as exc:
+            found[input_set.label] = ReferenceRun(None, None, describe_error(exc, 300))
+            continue
+        found[input_set.label] = ReferenceRun(None, outputs, uncapturable=why)
     return found
 
 
@@ -522,7 +537,7 @@ def _check_input(
                 "the whole-model reference uses a Loop that does (conformance/graph/evaluator_ops.py)"
             )
             return [model_result(name, runtime_id, SKIP, message, label=label, **facts)]
-        if reference.captures is None:  # the reference rejects it too: the model cannot take this input
+        if reference.outputs is None:  # the reference rejects it too: the model cannot take this input
             message = f"the model rejects this input ({label}): the reference fails too ({reference.error})"
             if not input_set.probed:  # sizes the user chose, or the only ones the model declares: not a fault
                 return [model_result(name, runtime_id, SKIP, message, label=label, **facts)]
@@ -531,7 +546,8 @@ def _check_input(
                 "sequence or batch axis, so a size it cannot take is a fault of the export"
             )
             return [model_result(name, runtime_id, FAIL, message, label=label, **facts)]
-        return _uninstrumented(runtime_id, plain, name, input_set, reference, error, options, facts)
+        nodes = [site.node for site in instrumented.sites]
+        return _uninstrumented(runtime_id, plain, name, nodes, input_set, reference, error, options, facts)
     blind = _evaluator_blind_spots(runtime_id, captures)
     results = [
         _node_verdict(runtime_id, name, label, node_capture, blind, options.tolerance, facts)
@@ -564,6 +580,7 @@ def _uninstrumented(
     runtime_id: str,
     plain: _PlainSession,
     name: str,
+    nodes: Sequence[LSTMNode],
     input_set: InputSet,
     reference: ReferenceRun,
     error: str,
@@ -571,38 +588,48 @@ def _uninstrumented(
     facts: Mapping[str, Any],
 ) -> list[Result]:
     """The runtime failed on the instrumented copy: run the user's model itself, so the whole model is
-    still judged, and say that the nodes could not be captured."""
+    still judged, and say why the nodes were not. When the reference could not run the copy either, the
+    capture itself is at fault (a skip, with the reason); otherwise this runtime is (an error)."""
     label = input_set.label
-    assert reference.captures is not None
+    assert reference.outputs is not None
     try:
         outputs = plain.run(input_set.feeds)
     except Exception as exc:
         message = f"{runtime_id} failed at {label}: {describe_error(exc)}"
         return [model_result(name, runtime_id, ERROR, message, label=label, **facts)]
-    nodes = [
-        node_result(
-            name,
-            c.node.path,
-            runtime_id,
-            ERROR,
-            f"{runtime_id} runs the model but not the instrumented copy that returns each LSTM node's tensors, "
-            f"so LSTM node {c.node.path} was not captured at {label}: {error}",
-            label=label,
-            **facts,
+    if reference.uncapturable:
+        status, why = (
+            SKIP,
+            (
+                f"the copy of the model that returns each LSTM node's tensors fails on the reference too "
+                f"({reference.uncapturable}): an If inside a Loop or Scan that takes different branches in "
+                "different iterations cannot be captured (conformance/graph/instrument.py); the whole model is judged"
+            ),
         )
-        for c in reference.captures
-    ]
-    verdict = _compare_outputs(outputs, reference.captures, options, label)
+    else:
+        status, why = (
+            ERROR,
+            (f"{runtime_id} runs the model but not the copy that returns each LSTM node's tensors ({error})"),
+        )
+    results = []
+    for node in nodes:
+        message = f"LSTM node {node.path} not captured at {label}: {why}"
+        results.append(node_result(name, node.path, runtime_id, status, message, label=label, **facts))
+    verdict = _compare_outputs(outputs, reference.outputs, nodes, options, label)
     whole = model_result(
         name, runtime_id, verdict.status, verdict.message, label=label, outputs=verdict.outputs, **facts
     )
-    return [*nodes, whole]
+    return [*results, whole]
 
 
 def _compare_outputs(
-    outputs: Mapping[str, Any], reference: Captures, options: CheckOptions, label: str
+    outputs: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    nodes: Sequence[LSTMNode],
+    options: CheckOptions,
+    label: str,
 ) -> evaluate.Verdict:
-    expected, actual = _comparable(reference.outputs), _comparable(outputs)
+    expected, actual = _comparable(reference), _comparable(outputs)
     if not expected:
         return evaluate.Verdict(
             SKIP, f"the model has no tensor outputs to compare at {label} (its outputs are maps or empty sequences)"
@@ -614,7 +641,7 @@ def _compare_outputs(
     if not expected:
         return evaluate.Verdict(PASS, f"the model's outputs are empty at {label}, on the runtime and the reference")
     judged: dict[str, Any] = {k: actual.get(k) for k in expected}
-    allowed = evaluate.tolerances(expected, judged, lambda _name: options.tolerance or _compute_tolerance(reference))
+    allowed = evaluate.tolerances(expected, judged, lambda _name: options.tolerance or _compute_tolerance(nodes))
     axes = {k: 0 if v.ndim else None for k, v in expected.items()}  # errors per step along the first axis
     verdict = evaluate.judge(judged, expected, allowed, time_axes=axes, where=f"at {label}")
     if verdict.status == PASS:
@@ -626,12 +653,12 @@ def _compare_outputs(
 _PRECISION = ("float16", "bfloat16", "float32", "float64")
 
 
-def _compute_tolerance(reference: Captures) -> Tolerance | None:
+def _compute_tolerance(nodes: Sequence[LSTMNode]) -> Tolerance | None:
     """The tolerance of the model's least precise LSTM (a float16 model with float32 inputs and outputs
     computes in float16: its outputs carry float16 error); None when the outputs' own dtype decides."""
     from conformance.compare import default_tolerance
 
-    dtypes = [c.node.dtype for c in reference if c.node.dtype in _PRECISION]
+    dtypes = [n.dtype for n in nodes if n.dtype in _PRECISION]
     if not dtypes:
         return None
     least = min(dtypes, key=_PRECISION.index)
@@ -717,14 +744,14 @@ def _model_verdict(
     facts: Mapping[str, Any],
 ) -> Result:
     label = input_set.label
-    if reference.captures is None:
+    if reference.outputs is None:
         message = f"the reference could not run the whole model at {label}: {reference.error}"
         return model_result(name, runtime_id, ERROR, message, label=label, **facts)
     exercised_blind = [p for p in blind if not captures[p].not_exercised]
     if exercised_blind:
         reason = blind[exercised_blind[0]]
         return model_result(name, runtime_id, SKIP, f"whole model not judged: {reason}", label=label, **facts)
-    verdict = _compare_outputs(captures.outputs, reference.captures, options, label)
+    verdict = _compare_outputs(captures.outputs, reference.outputs, [c.node for c in captures], options, label)
     if verdict.status == PASS:
         return model_result(name, runtime_id, PASS, verdict.message, label=label, outputs=verdict.outputs, **facts)
     if verdict.status == SKIP:

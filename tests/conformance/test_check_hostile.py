@@ -206,3 +206,73 @@ def test_a_stream_whose_state_dims_are_named_differently(tmp_path: Path, capsys:
     assert "--state h_out=h_in, c_out=c_in" in out
     code, _, err = check([str(path), "--stream", "3", "--state", "h_out=c_in", "--state", "c_out=c_in"], capsys)
     assert (code, err) == (2, "error: --state c_out=c_in: input 'c_in' already takes another output\n")
+
+
+def test_an_if_that_alternates_inside_a_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its branches' captures cannot be stacked per iteration: the nodes are skipped with that reason, and
+    the whole model is still judged (it once failed as "the model rejects this input")."""
+
+    def branch(prefix: str) -> onnx.GraphProto:
+        node = helper.make_node(
+            "LSTM", ["x", f"{prefix}W", f"{prefix}R", f"{prefix}B"], ["", f"{prefix}yh"], hidden_size=H
+        )
+        return helper.make_graph([node], prefix, [], [_value(f"{prefix}yh", TensorProto.FLOAT, [1, "batch", H])])
+
+    two = numpy_helper.from_array(np.array(2, np.int64), "two")
+    zero = numpy_helper.from_array(np.array(0, np.int64), "zero")
+    body_nodes = [
+        helper.make_node("Mod", ["i", "two"], ["parity"]),
+        helper.make_node("Equal", ["parity", "zero"], ["even"]),
+        helper.make_node("If", ["even"], ["yh"], then_branch=branch("a"), else_branch=branch("b"), name="If_even"),
+        helper.make_node("Identity", ["cond"], ["cond2"]),
+    ]
+    body = helper.make_graph(
+        body_nodes,
+        "body",
+        [_value("i", TensorProto.INT64, []), _value("cond", TensorProto.BOOL, [])],
+        [_value("cond2", TensorProto.BOOL, []), _value("yh", TensorProto.FLOAT, [1, "batch", H])],
+        [two, zero],
+    )
+    loop = helper.make_node("Loop", ["trips", ""], ["yhs"], body=body, name="Loop_0")
+    inputs = [_value("x", TensorProto.FLOAT, ["seq", "batch", IN]), _value("trips", TensorProto.INT64, [])]
+    inits = _lstm_weights("a", seed=1) + _lstm_weights("b", seed=2)
+    path = _save(tmp_path / "alternating.onnx", [loop], inputs, [_value("yhs", TensorProto.FLOAT, None)], inits)
+    report = tmp_path / "out.json"
+    code, out, _ = check([str(path), "--runtime", "ort-cpu", "--feed", "trips=2", "--json", str(report)], capsys)
+    assert code == 0, out
+    results = json.loads(report.read_text())["results"]
+    assert {r["status"] for r in results if r["kind"] == "model"} == {"pass"}
+    skipped = [r["message"] for r in results if r["kind"] == "node"]
+    assert skipped and all("an If inside a Loop or Scan that takes different branches" in m for m in skipped)
+
+
+def test_a_near_tie_at_argmax_is_not_a_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Hidden unit 1 is unit 0 with its input weights scaled by 1 + 1e-6, so the two nearly tie at every
+    step; the float64 reference and ONNX Runtime's float32 LSTM then pick different units at some places.
+    Every value before the ArgMax agrees within tolerance: a near tie, named as such, not a fault. (Seed 2
+    gives such places on ONNX Runtime 1.32's CPU provider at these sizes; another build may round alike.)"""
+    rng = np.random.default_rng(2)
+    w = (0.3 * rng.standard_normal((1, 4 * H, IN))).astype(np.float32)
+    r = (0.3 * rng.standard_normal((1, 4 * H, H))).astype(np.float32)
+    b = (0.3 * rng.standard_normal((1, 8 * H))).astype(np.float32)
+    for gate in range(4):
+        w[0, gate * H + 1] = w[0, gate * H] * np.float32(1 + 1e-6)
+        r[0, gate * H + 1] = r[0, gate * H]
+        b[0, gate * H + 1], b[0, 4 * H + gate * H + 1] = b[0, gate * H], b[0, 4 * H + gate * H]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (b, "B"))]
+    nodes = [
+        helper.make_node("LSTM", ["x", "W", "R", "B"], ["Y"], hidden_size=H, name="rnn"),
+        helper.make_node("ArgMax", ["Y"], ["unit"], axis=3, keepdims=0, name="pick"),
+    ]
+    x = _value("x", TensorProto.FLOAT, ["seq", "batch", IN])
+    path = _save(tmp_path / "tie.onnx", nodes, [x], [_value("unit", TensorProto.INT64, None)], inits)
+    report = tmp_path / "out.json"
+    code, out, _ = check(
+        [str(path), "--runtime", "ort-cpu", "--dim", "seq=64", "--dim", "batch=8", "--json", str(report)], capsys
+    )
+    assert code == 0, out
+    (whole,) = [r for r in json.loads(report.read_text())["results"] if r["kind"] == "model"]
+    assert whole["message"].startswith(
+        "the model's outputs match the whole-model reference at seq=64,batch=8 except where "
+    )
+    assert "ArgMax pick picks another element" in whole["message"] and "near tie" in whole["message"]
