@@ -150,7 +150,8 @@ def run_lanes(
         return []
     pending.reverse()  # pop() from the end keeps the given order
     # Scratch space for the workers (ORT profiles); removed at the end even when a worker was killed.
-    scratch = tempfile.mkdtemp(prefix="conformance-run-")
+    _sweep_scratch()
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     previous_scratch = os.environ.get(SCRATCH_ENV)
     os.environ[SCRATCH_ENV] = scratch  # spawned workers inherit it
     ctx = mp.get_context("spawn")
@@ -215,6 +216,23 @@ def run_lanes(
             os.environ[SCRATCH_ENV] = previous_scratch
         shutil.rmtree(scratch, ignore_errors=True)
     return results
+
+
+SCRATCH_PREFIX = "conformance-run-"
+
+
+def _sweep_scratch() -> None:
+    """Remove the scratch folders of runs whose process is gone (killed with SIGKILL, say: no cleanup ran)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            continue
 
 
 def _lost(lane: Lane, status: str, message: str) -> Result:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from conformance.commands.output import add_report_options
 from exporters.errors import BadInputError
 
 DEFAULT_SUITE = "smoke"
+MAX_JOBS = 64  # each worker is a Python process with onnxruntime and torch loaded: ~300 MB
 
 
 def add_parser(sub: Any) -> None:
@@ -21,7 +23,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--runtime", action="append", metavar="ID", help="only these runtimes (repeatable; globs allowed)")
     p.add_argument("--exporter", action="append", metavar="ID", help="only these exporters (repeatable; globs allowed)")
     p.add_argument("--out", metavar="DIR", help="result folder (default: conformance-results/<suite>)")
-    p.add_argument("--jobs", type=integer(minimum=1), default=1, help="worker processes (default 1; latency wants 1)")
+    p.add_argument("--jobs", type=integer(minimum=1, maximum=MAX_JOBS), default=1,
+                   help=f"worker processes (default 1, at most {MAX_JOBS}; latency wants 1)")  # fmt: skip
     p.add_argument("--timeout", type=number(maximum=86400), default=300.0,
                    help="seconds per lane before it is killed (default 300)")  # fmt: skip
     p.add_argument("--no-cache", action="store_true", help="export again instead of using the export cache")
@@ -42,7 +45,6 @@ def main(args: argparse.Namespace) -> int:
     from conformance import run_folder
     from conformance.lane import NO_EXPORT
     from conformance.planning import load_cases, match_ids, plan
-    from conformance.runner import ResultSink, read_jsonl
     from conformance.runtimes import runtime_ids
     from exporters.registry import exporter_ids
 
@@ -71,6 +73,26 @@ def main(args: argparse.Namespace) -> int:
     else:
         out = Path(args.out) if args.out else Path("conformance-results") / "-".join(Path(s).stem for s in suites)
     out.mkdir(parents=True, exist_ok=True)
+    from conformance.commands.output import console
+
+    err = console(stderr=True)
+    with run_folder.owned(out, notice=lambda text: err.print(text, markup=False, highlight=False)):
+        return _run_in(out, lanes, resume, suites, settings, args, err)
+
+
+def _run_in(
+    out: Path,
+    lanes: list[Any],
+    resume: Path | None,
+    suites: list[str],
+    settings: dict[str, Any],
+    args: argparse.Namespace,
+    err: Any,
+) -> int:
+    """The run, in a folder this process owns."""
+    from conformance import run_folder
+    from conformance.runner import ResultSink, read_jsonl
+
     jsonl = out / run_folder.RESULTS_JSONL
     planned = {lane.id for lane in lanes}
     if resume is not None:
@@ -81,24 +103,36 @@ def main(args: argparse.Namespace) -> int:
         run_folder.save_selection(out, {**settings, "suite": suites})
         todo = lanes
 
-    from conformance.commands.output import console
     from reports.text import count
 
-    err = console(stderr=True)
     if resume is not None:
         err.print(f"resuming {out}: {count(len(lanes) - len(todo), 'lane')} already done, {len(todo)} to run")
     started = time.time()
     sink = ResultSink(jsonl)
-    interrupted = False
+    interrupted = terminated = False
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         _run_with_progress(todo, sink, args, err)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_terminate): stop, keep what was measured
+        interrupted, terminated = True, isinstance(exc, Terminated)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sink.close()
     wall = time.time() - started
     results = [r for r in read_jsonl(jsonl) if r.id in planned]
-    return _finish(out, results, suites, settings, len(lanes), wall, interrupted, args)
+    code = _finish(out, results, suites, settings, len(lanes), wall, interrupted, args)
+    return EXIT_TERMINATED if terminated else code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the workers stop, the partial report is written, scratch removed."""
+
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def _finish(

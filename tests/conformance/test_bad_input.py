@@ -190,7 +190,7 @@ class TestRunOptions:
         [
             ("--timeout",
              "error: conformance run: argument --timeout: expected a finite number > 0 and <= 86400, got '0'"),
-            ("--jobs", "error: conformance run: argument --jobs: expected an integer >= 1, got '0'"),
+            ("--jobs", "error: conformance run: argument --jobs: expected an integer >= 1 and <= 64, got '0'"),
             ("--latency-budget",
              "error: conformance run: argument --latency-budget: expected a finite number > 0 and <= 3600, got '0'"),
         ],
@@ -198,6 +198,12 @@ class TestRunOptions:
     def test_zero(self, option: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
         assert bad_input(["run", option, "0"], capsys) == message
         assert not Path("conformance-results").exists()
+
+    def test_jobs_are_capped(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Each worker loads onnxruntime and torch (~300 MB): 1000 of them once started unasked."""
+        assert bad_input(["run", "--jobs", "1000"], capsys) == (
+            "error: conformance run: argument --jobs: expected an integer >= 1 and <= 64, got '1000'"
+        )
 
     def test_unknown_runtime_suggests_the_closest(self, capsys: pytest.CaptureFixture[str]) -> None:
         line = bad_input(["run", "--runtime", "ort-cpuu"], capsys)

@@ -265,6 +265,75 @@ class TestInterrupted:
         assert document["run"]["interrupted"] is False
         assert comparable(document) == uninterrupted
 
+    def test_sigterm_is_handled_like_sigint(self, suite: Path, tmp_path: Path) -> None:
+        """A service manager's stop: the partial report is written, scratch removed, exit 143."""
+        import tempfile
+
+        out = tmp_path / "out"
+        process = start(run_argv(suite, out), tmp_path / "first")
+        wait_for_lines(out, process, at_least=2)
+        os.kill(process.pid, signal.SIGTERM)  # the run alone, as `kill` or systemd sends it
+        code, stdout, stderr = finish(process, tmp_path / "first")
+        assert code == 143, stdout + stderr
+        assert "Traceback" not in stderr
+        assert f"continue with: conformance run --resume {out}" in stdout
+        assert_no_orphans(process.pid)
+        partial = results(out)
+        assert partial["run"]["interrupted"] is True and 2 <= partial["run"]["completed"] < LANES
+        assert not list(Path(tempfile.gettempdir()).glob(f"conformance-run-{process.pid}-*"))
+        assert not (out / "run.lock").exists()
+
+
+class TestFolderLock:
+    """One run owns its folder: a second is refused before it touches a file (it once deleted the first's)."""
+
+    @staticmethod
+    def hold(folder: Path) -> Any:
+        import fcntl
+        import json
+
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = (folder / "run.lock").open("w")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write(json.dumps({"pid": 4242, "host": "ci-7", "started": "2026-12-01 05:00:00"}))
+        handle.flush()
+        return handle
+
+    def test_a_second_run_is_refused_naming_the_holder(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from conformance.cli import main
+
+        out = tmp_path / "out"
+        handle = self.hold(out)
+        (out / "results.jsonl").write_text("the first run's results\n")
+        try:
+            code = main(["run", "-k", "forward", "--runtime", "reference", "--no-latency", "--out", str(out)])
+        finally:
+            handle.close()
+        captured = capsys.readouterr()
+        assert (code, captured.out) == (2, "")
+        assert captured.err == (
+            f"error: {out}: another run is writing there (pid 4242 on ci-7, started 2026-12-01 05:00:00); wait for "
+            "it, or choose another --out\n"
+        )
+        assert (out / "results.jsonl").read_text() == "the first run's results\n"  # untouched
+
+    def test_the_lock_of_a_run_that_ended_is_taken_over(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from conformance.cli import main
+
+        out = tmp_path / "out"
+        self.hold(out).close()  # the record stays, the flock is gone: a run killed with SIGKILL
+        code = main(["run", "-k", "forward", "--runtime", "reference", "--no-latency", "--out", str(out)])
+        captured = capsys.readouterr()
+        assert code == 0, captured.out + captured.err
+        assert (
+            f"{out}: took over the lock of a run that has ended (pid 4242 on ci-7, started 2026-12-01 05:00:00)"
+        ) in captured.err
+        assert not (out / "run.lock").exists()
+
 
 class TestAtomicResultsFile:
     def test_results_json_appears_whole_by_rename(
