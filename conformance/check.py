@@ -89,6 +89,7 @@ class CheckOptions:
     states: Sequence[str] = ()  # --state OUT=IN texts
     stream: int = 0  # --stream N
     seed: int = 0
+    timeout: float = 300.0  # seconds per runtime before its worker is killed
 
 
 @dataclass(frozen=True)
@@ -202,16 +203,21 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
         if trained is not None:
             report.results.append(_intent(model_path, model, trained, nodes, reference))
         for runtime in runtimes:
-            report.results += _check_runtime(
-                runtime, model_path, model, instrumented, instrumented_path, report, reference, options
-            )
+
+            def work(sets: Sequence[InputSet] | None = None, runtime: Any = runtime) -> list[Result]:
+                return _check_runtime(
+                    runtime, model_path, model, instrumented, instrumented_path, report, reference, options, sets
+                )
+
+            report.results += _isolated_runtime(work, report.input_sets, model_path.name, runtime.id, options)
         report.results = _fold_not_exercised(report.results)
         if stream is not None:
             from conformance.streaming import run_stream
 
             report.results += run_stream(
-                stream, model_path, model, report.input_sets[0], runtimes, options, open_session
-            )
+                stream, model_path, model, report.input_sets[0], runtimes, options, open_session,
+                lambda work, runtime_id: in_worker(work, model_path.name, runtime_id, options.timeout),
+            )  # fmt: skip
     report.causes = _causes(report)
     report.seconds = time.perf_counter() - start
     return report
@@ -448,6 +454,90 @@ def _reference_runs(
     return found
 
 
+# --- isolation --------------------------------------------------------------------------------------
+
+
+def in_worker(work: Any, model: str, runtime_id: str, timeout: float) -> list[Result]:
+    """``work()`` (one runtime's results) in a forked worker process, so that a runtime that aborts the
+    process (ONNX Runtime 1.32 on a batch of 0: "terminate called without an active exception") or hangs
+    costs that runtime's results only, and the report is still written. Where ``fork`` is not available
+    the work runs here. A bug in the work is raised here, as it would be in-process."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        result: list[Result] = work()
+        return result
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_worker, args=(send, work), daemon=True)
+    process.start()
+    send.close()
+    kind: str = "died"
+    value: Any = None
+    try:
+        if receive.poll(timeout):
+            try:
+                kind, value = receive.recv()
+            except (EOFError, OSError):  # it died while sending, or before
+                kind, value = "died", None
+        else:
+            kind, value = "timeout", None
+    finally:
+        if kind == "timeout" or process.is_alive():
+            process.kill()
+        process.join(5)
+        receive.close()
+    if kind == "results":
+        return list(value)
+    if kind == "raised":
+        raise value
+    if kind == "timeout":
+        message = f"{runtime_id} did not finish within {timeout:g} s; its worker was killed (--timeout)"
+        return [model_result(model, runtime_id, "timeout", message)]
+    return [model_result(model, runtime_id, ERROR, f"{runtime_id} crashed the worker process ({_ended(process)})")]
+
+
+def _isolated_runtime(
+    work: Any, input_sets: Sequence[InputSet], model: str, runtime_id: str, options: CheckOptions
+) -> list[Result]:
+    """One runtime in one worker; when that worker dies, each input set again in a worker of its own, so
+    a crash costs only the inputs that cause it."""
+    results = in_worker(work, model, runtime_id, options.timeout)
+    lost = len(results) == 1 and results[0].status in (ERROR, "timeout") and "worker" in results[0].message
+    if not lost or len(input_sets) < 2:
+        return results
+    retried: list[Result] = []
+    for input_set in input_sets:
+        one = in_worker(lambda input_set=input_set: work([input_set]), model, runtime_id, options.timeout)
+        if len(one) == 1 and one[0].status in (ERROR, "timeout") and "worker" in one[0].message:
+            one = [model_result(model, runtime_id, one[0].status, f"at {input_set.label}: {one[0].message}",
+                                label=input_set.label, shape=dict(input_set.sizes) or None)]  # fmt: skip
+        retried += one
+    return retried
+
+
+def _worker(send: Any, work: Any) -> None:
+    try:
+        send.send(("results", work()))
+    except BaseException as exc:  # a bug: the parent raises it
+        try:
+            send.send(("raised", exc))
+        except Exception:  # an exception that does not pickle: its text does
+            send.send(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def _ended(process: Any) -> str:
+    import signal
+
+    code = process.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 # --- one runtime ------------------------------------------------------------------------------------
 
 
@@ -460,7 +550,9 @@ def _check_runtime(
     report: CheckReport,
     reference: Mapping[str, ReferenceRun],
     options: CheckOptions,
+    input_sets: Sequence[InputSet] | None = None,
 ) -> list[Result]:
+    """One runtime on every input set (or on ``input_sets``)."""
     name, runtime_id = model_path.name, runtime.id
     reason = runtime.unavailable()
     if reason:
@@ -473,7 +565,7 @@ def _check_runtime(
     results: list[Result] = []
     plain = _PlainSession(runtime, model_path)
     try:
-        for input_set in report.input_sets:
+        for input_set in report.input_sets if input_sets is None else input_sets:
             results += _check_input(
                 runtime_id, session, plain, name, model, instrumented, input_set, reference[input_set.label],
                 options, settings,

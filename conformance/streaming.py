@@ -150,9 +150,11 @@ def run_stream(
     runtimes: Sequence[Any],
     options: Any,
     open_session: Callable[[Any, Path], Any],
+    isolate: Callable[[Callable[[], list[Result]], str], list[Result]] = lambda work, _runtime_id: work(),
 ) -> list[Result]:
     """One result per runtime: the stream of ``plan.steps`` steps from the input set ``first``;
-    ``open_session(runtime, path)`` opens a runtime's session on a model file."""
+    ``open_session(runtime, path)`` opens a runtime's session on a model file, and ``isolate(work,
+    runtime_id)`` runs one runtime's work (in a worker process, for ``check``)."""
     from conformance.graph import reference_runner
 
     name, label = model_path.name, f"stream {plan.steps} steps from {first.label}"
@@ -163,28 +165,42 @@ def run_stream(
         return [model_result(name, "reference", ERROR, f"the reference failed on the stream: {describe_error(exc)}")]
     results = []
     for runtime in runtimes:
-        runtime_id = runtime.id
-        reason = runtime.unavailable()
-        if reason:
-            results.append(model_result(name, runtime_id, SKIP, reason, label=label))
-            continue
-        try:
-            session = open_session(runtime, model_path)
-        except Exception as exc:
-            message = f"{runtime_id} could not load the model: {describe_error(exc)}"
-            results.append(model_result(name, runtime_id, ERROR, message, label=label))
-            continue
-        try:
-            actual = _stream(session.run, steps, plan)
-        except Exception as exc:
-            results.append(
-                model_result(name, runtime_id, ERROR, f"{runtime_id} failed: {describe_error(exc)}", label=label)
-            )
-            continue
-        finally:
-            session.close()
-        results.append(_judge(name, runtime_id, label, actual, expected, options))
+
+        def work(runtime: Any = runtime) -> list[Result]:
+            return [_runtime_stream(runtime, name, label, model_path, steps, plan, expected, options, open_session)]
+
+        results += isolate(work, runtime.id)
     return results
+
+
+def _runtime_stream(
+    runtime: Any,
+    name: str,
+    label: str,
+    model_path: Path,
+    steps: Sequence[Mapping[str, np.ndarray]],
+    plan: StreamPlan,
+    expected: list[dict[str, Any]],
+    options: Any,
+    open_session: Callable[[Any, Path], Any],
+) -> Result:
+    runtime_id = runtime.id
+    reason = runtime.unavailable()
+    if reason:
+        return model_result(name, runtime_id, SKIP, reason, label=label)
+    try:
+        session = open_session(runtime, model_path)
+    except Exception as exc:
+        return model_result(
+            name, runtime_id, ERROR, f"{runtime_id} could not load the model: {describe_error(exc)}", label=label
+        )
+    try:
+        actual = _stream(session.run, steps, plan)
+    except Exception as exc:
+        return model_result(name, runtime_id, ERROR, f"{runtime_id} failed: {describe_error(exc)}", label=label)
+    finally:
+        session.close()
+    return _judge(name, runtime_id, label, actual, expected, options)
 
 
 def _step_feeds(first: Mapping[str, np.ndarray], plan: StreamPlan, seed: int) -> list[dict[str, np.ndarray]]:

@@ -38,6 +38,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--state", action="append", default=[], metavar="OUT=IN",
                    help="with --stream: output OUT is fed back as input IN (repeatable; default: guessed "
                    "from names and shapes, and the guess is printed)")  # fmt: skip
+    p.add_argument("--timeout", type=number(maximum=86400), default=300.0, metavar="S",
+                   help="seconds per runtime before its worker process is killed (default 300)")  # fmt: skip
     p.add_argument("--seq-lens", type=integers, default=None,
                    help="LSTM sequence lengths the probed dims aim at (default 1,7,16)")  # fmt: skip
     p.add_argument("--batches", type=integers, default=None,
@@ -76,6 +78,7 @@ def main(args: argparse.Namespace) -> int:
         feeds=args.feed,
         states=args.state,
         stream=args.stream,
+        timeout=args.timeout,
     )
     report = check.run_check(args.model, options)
     return _render(

@@ -66,6 +66,7 @@ def plan_dims(
     probe = _Prober(instrumented, path, inputs, input_roles, feeds)
     if not keys:
         fixed = probe.observe({})
+        probe.close()
         return DimPlan({}, {}, ({},), (max((t for t, _ in (fixed or {}).values()), default=BASE),))
     base, observed = _base(probe, keys, given, _declared_sizes(instrumented))
     values: dict[str, tuple[int, ...]] = {}
@@ -117,6 +118,7 @@ def plan_dims(
     described = [f"{k}={','.join(map(str, values[k]))} ({kinds[k]})" for k in keys if k not in given]
     if described:
         notes.append(f"symbolic dims: {'; '.join(described)}; set others with --dim NAME=N[,N...]")
+    probe.close()  # no ONNX Runtime thread pool left behind when check forks its runtime workers
     return DimPlan(values, kinds, tuple(combinations), steps, tuple(notes))
 
 
@@ -226,6 +228,9 @@ class _Prober:
                 layout = node_capture.node.attributes.layout
                 observed[node_capture.node.path] = (x.shape[1], x.shape[0]) if layout == 1 else (x.shape[0], x.shape[1])
         return observed
+
+    def close(self) -> None:
+        self.session = self.run_options = None
 
     def _sized_feed(self, name: str) -> FeedValue | None:
         feed = self.feeds.get(name)

@@ -276,3 +276,42 @@ def test_a_near_tie_at_argmax_is_not_a_failure(tmp_path: Path, capsys: pytest.Ca
         "the model's outputs match the whole-model reference at seq=64,batch=8 except where "
     )
     assert "ArgMax pick picks another element" in whole["message"] and "near tie" in whole["message"]
+
+
+class TestRuntimesThatDie:
+    """Each runtime runs in a worker process: one that aborts or hangs costs its own results at the inputs
+    that do it, and the report is still written (ONNX Runtime 1.32 once took the whole check down)."""
+
+    @pytest.fixture(autouse=True)
+    def _registered(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CONFORMANCE_EXTRA_RUNTIMES", "failing=tests.conformance.failing_runtime:FailingRuntime")
+
+    @pytest.mark.parametrize(
+        ("mode", "status", "message"),
+        [
+            ("abort", "error", "failing crashed the worker process (killed by SIGABRT)"),
+            ("hang", "timeout", "failing did not finish within 3 s; its worker was killed (--timeout)"),
+        ],
+    )
+    def test_only_the_inputs_that_kill_it_are_lost(
+        self,
+        mode: str,
+        status: str,
+        message: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        monkeypatch.setenv("FAILING_RUNTIME_MODE", mode)
+        report = tmp_path / "out.json"
+        argv = [str(basic(tmp_path)), "--runtime", "ort-cpu", "--runtime", "failing", "--dim", "seq=5"]
+        code, out, _ = check([*argv, "--dim", "batch=1,3", "--timeout", "3", "--json", str(report)], capsys)
+        assert code == 1, out
+        results = json.loads(report.read_text())["results"]
+        failing = {
+            (r["shape"]["batch"] if r.get("shape") else None, r["status"]) for r in results if r["runtime"] == "failing"
+        }
+        assert failing == {(1, "pass"), (3, status)}
+        lost = next(r for r in results if r["runtime"] == "failing" and r["status"] == status)
+        assert lost["message"] == f"at seq=5,batch=3: {message}"
+        assert {r["status"] for r in results if r["runtime"] == "ort-cpu"} == {"pass"}
