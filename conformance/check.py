@@ -58,6 +58,10 @@ from exporters.base import describe_error
 from exporters.errors import BadInputError
 
 DEFAULT_SEQ_LENS = (1, 7, 16)
+DEFAULT_MAX_MEMORY = 2 << 30
+# The inputs of one run may take this fraction of --max-memory: the LSTMs' outputs, the captures and the
+# reference's float64 copies take many times more (a 320 MB input once took 10.8 GB).
+INPUT_SHARE = 32
 DEFAULT_BATCHES = (1, 3)
 # Features the ONNX reference evaluator's own LSTM ignores (reference/SEMANTICS.md): it cannot judge them.
 _EVALUATOR_BLIND = {
@@ -90,6 +94,7 @@ class CheckOptions:
     stream: int = 0  # --stream N
     seed: int = 0
     timeout: float = 300.0  # seconds per runtime before its worker is killed
+    max_memory: int = DEFAULT_MAX_MEMORY  # --max-memory: the largest model tensor or weights file; inputs 1/32 of it
 
 
 @dataclass(frozen=True)
@@ -122,14 +127,14 @@ class CheckReport:
 # --- loading ----------------------------------------------------------------------------------------
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """The model with its external data (confined to the model's folder, sizes budgeted), or a one-line
-    ``BadInputError`` (``exporters.importers.load_onnx``)."""
+def load_model(path: Path, max_bytes: int = DEFAULT_MAX_MEMORY) -> onnx.ModelProto:
+    """The model with its external data (confined to the model's folder, each tensor at most ``max_bytes``),
+    or a one-line ``BadInputError`` (``exporters.importers.load_onnx``)."""
     from exporters.importers import load_onnx
 
     if path.is_dir():
         raise BadInputError(f"{path}: a folder, not an ONNX file")
-    model: onnx.ModelProto = load_onnx(path)
+    model: onnx.ModelProto = load_onnx(path, max_tensor_bytes=max_bytes)
     return model
 
 
@@ -169,7 +174,7 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
     start = time.perf_counter()
     runtimes = _onnx_runtimes(options.runtimes)
     runtime_ids = [r.id for r in runtimes]
-    model = load_model(model_path)
+    model = load_model(model_path, options.max_memory)
     nodes = lstm_nodes(model_path, model)
     inputs = read_inputs_or_refuse(model_path, model)
     report = CheckReport(model_path, nodes, inputs, runtimes=runtime_ids)
@@ -177,7 +182,7 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
     feeds = _given_feeds(options.feeds, inputs)
     _sizes_from_arrays(feeds, inputs, fixed)
     _shapes_declared(inputs, feeds, options.inputs)
-    trained = _read_trained(options.weights)
+    trained = _read_trained(options.weights, options.max_memory)
     input_roles = roles(model, inputs)
     try:
         instrumented = instrument(model)
@@ -190,7 +195,8 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
         stream = plan_stream(model, inputs, options.states, options.stream)
         report.notes += stream.notes
     with tempfile.TemporaryDirectory(prefix="conformance-check-") as folder:
-        _within_budget(inputs, {k: 2 * BASE for k in dim_keys(inputs)} | fixed_first(fixed), feeds)  # the probe's
+        probe_sizes = {k: 2 * BASE for k in dim_keys(inputs)} | fixed_first(fixed)
+        _within_budget(inputs, probe_sizes, feeds, options.max_memory // INPUT_SHARE)
         instrumented_path = Path(folder) / "instrumented.onnx"
         _save(instrumented.model, instrumented_path)
         dims = plan_dims(
@@ -198,8 +204,9 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
         )
         report.notes += dims.notes
         report.input_sets = _input_sets(inputs, input_roles, dims, feeds, options, fixed)
-        report.input_sets += [_user_input_set(p, inputs) for p in options.inputs]
+        report.input_sets += [_user_input_set(p, inputs, options.max_memory // INPUT_SHARE) for p in options.inputs]
         reference = _reference_runs(instrumented, model, report.input_sets)
+        _weights_finite(model_path, reference)
         if trained is not None:
             report.results.append(_intent(model_path, model, trained, nodes, reference))
         for runtime in runtimes:
@@ -302,12 +309,12 @@ def _onnx_runtimes(wanted: Sequence[str] | None) -> list[Any]:
     return chosen
 
 
-def _read_trained(path: Path | None) -> Any:
+def _read_trained(path: Path | None, max_bytes: int) -> Any:
     if path is None:
         return None
     from conformance.intent import read_trained
 
-    return read_trained(path)
+    return read_trained(path, max_bytes=max_bytes)
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
@@ -333,7 +340,7 @@ def _input_sets(
     rng = np.random.default_rng(options.seed)
     sets = []
     for sizes in dims.combinations:
-        _within_budget(inputs, sizes, feeds)
+        _within_budget(inputs, sizes, feeds, options.max_memory // INPUT_SHARE)
         steps = dims.steps(sizes)
         made = {i.name: synthesize(i, sizes, input_roles, rng, steps=steps, feed=feeds.get(i.name)) for i in inputs}
         probed = any(dims.roles.get(k) in ("sequence", "batch") for k in sizes if k not in given)
@@ -350,13 +357,10 @@ def _input_sets(
     return sets
 
 
-# The most the synthesized inputs of one input set may take. The LSTMs' outputs, the captures and the
-# reference's float64 copies take many times more (an input of 320 MB took 10.8 GB), so sizes past this
-# are refused before anything is allocated; the probe's sizes are held to it too.
-FEED_BUDGET_BYTES = 64 * 2**20
-
-
-def _within_budget(inputs: Sequence[GraphInput], sizes: Mapping[str, int], feeds: Mapping[str, FeedValue]) -> None:
+def _within_budget(
+    inputs: Sequence[GraphInput], sizes: Mapping[str, int], feeds: Mapping[str, FeedValue], budget: int
+) -> None:
+    """Refuse, before anything is allocated, sizes whose synthesized inputs would take more than ``budget``."""
     total = 0
     for graph_input in inputs:
         feed = feeds.get(graph_input.name)
@@ -365,11 +369,11 @@ def _within_budget(inputs: Sequence[GraphInput], sizes: Mapping[str, int], feeds
         shape = [d if isinstance(d, int) else sizes[graph_input.key(a) or ""] for a, d in enumerate(graph_input.dims)]
         size = int(np.prod(shape, dtype=np.float64)) * np.dtype(graph_input.dtype).itemsize
         total += size
-        if total > FEED_BUDGET_BYTES:
+        if total > budget:
             raise BadInputError(
                 f"input {graph_input.name!r} at {_label(sizes)} would take {size / 2**30:.2f} GiB "
                 f"({'x'.join(map(str, shape))} {graph_input.dtype}); the inputs of one run may take "
-                f"{FEED_BUDGET_BYTES / 2**20:.0f} MiB: choose smaller sizes with --dim"
+                f"{budget / 2**20:.0f} MiB (1/{INPUT_SHARE} of --max-memory): choose smaller sizes with --dim"
             )
 
 
@@ -386,7 +390,7 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _user_input_set(path: Path, inputs: Sequence[GraphInput]) -> InputSet:
+def _user_input_set(path: Path, inputs: Sequence[GraphInput], max_bytes: int) -> InputSet:
     """Inputs from an ``.npz`` (keys = input names) or an ONNX test-data folder of ``input_N.pb``."""
     if path.is_dir():
         from onnx import numpy_helper
@@ -402,11 +406,9 @@ def _user_input_set(path: Path, inputs: Sequence[GraphInput]) -> InputSet:
             name = tensor.name or (inputs[index].name if index < len(inputs) else f"input_{index}")
             feeds[name] = array
     elif path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                feeds = {k: data[k] for k in data.files}
-        except (ValueError, OSError, EOFError, AttributeError) as exc:
-            raise BadInputError(f"{path}: not an .npz archive ({exc})") from None
+        from conformance.checkpoint import read_npz
+
+        feeds = read_npz(path, max_bytes=max_bytes)  # each member's header checked before its data is read
     else:
         raise BadInputError(f"{path}: no such file or folder")
     missing = [i.name for i in inputs if i.name not in feeds]
@@ -536,6 +538,24 @@ def _ended(process: Any) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+def _weights_finite(path: Path, reference: Mapping[str, ReferenceRun]) -> None:
+    """NaN or Inf in the weights an LSTM node uses makes every comparison meaningless: bad input, named."""
+    for run in reference.values():
+        for node_capture in run.captures or ():
+            for invocation in node_capture.invocations[:1]:
+                for role in ("W", "R", "B", "P"):
+                    value = invocation.tensors.get(role)
+                    if value is None or np.asarray(value).dtype.kind != "f":
+                        continue
+                    bad = ~np.isfinite(np.asarray(value))
+                    if bad.any():
+                        index = tuple(int(i) for i in np.argwhere(bad)[0])
+                        raise BadInputError(
+                            f"{path}: LSTM node {node_capture.node.path}: its {role} holds NaN or Inf "
+                            f"({int(bad.sum())} value(s), first at index {index}); refusing to compare"
+                        )
 
 
 # --- one runtime ------------------------------------------------------------------------------------

@@ -501,8 +501,11 @@ def read_weights(path: str | Path, *, max_bytes: int) -> dict[str, np.ndarray]:
 
 
 def refuse_non_finite(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Trained weights holding NaN or Inf make every comparison meaningless: bad input, named."""
+    """Trained weights holding NaN or Inf make every comparison meaningless, and complex ones cannot be LSTM
+    weights (casting would drop the imaginary part unseen): bad input, named."""
     for name, value in arrays.items():
+        if value.dtype.kind == "c":
+            raise CheckpointError(path, f"tensor {_name(name)} is complex ({value.dtype}); LSTM weights are real")
         if value.dtype.kind != "f":
             continue
         bad = ~np.isfinite(value)

@@ -37,6 +37,14 @@ def saved_selection(folder: Path) -> dict[str, Any]:
         raise BadInputError(f"--resume {folder}: {SETTINGS_FILE} is not valid JSON") from None
     if not isinstance(saved, dict):
         raise BadInputError(f"--resume {folder}: {SETTINGS_FILE} is not an object")
+    for key in SELECTION_KEYS:
+        value = saved.get(key)
+        wanted = str if key == "select" else list
+        if value is not None and (
+            not isinstance(value, wanted) or (wanted is list and not all(isinstance(v, str) for v in value))
+        ):
+            kind = "a string" if wanted is str else "a list of strings"
+            raise BadInputError(f"--resume {folder}: {SETTINGS_FILE}: {key!r} must be {kind}, got {value!r}"[:300])
     return saved
 
 
@@ -45,11 +53,34 @@ def selection(given: Mapping[str, Any], resume: Path | None) -> dict[str, Any]:
     if resume is None:
         return {key: given.get(key) for key in SELECTION_KEYS}
     saved = saved_selection(resume)
-    return {key: given.get(key) or saved.get(key) for key in SELECTION_KEYS}
+    for key in SELECTION_KEYS:
+        if given.get(key) and given.get(key) != saved.get(key):
+            option = "-k" if key == "select" else f"--{key}"
+            raise BadInputError(
+                f"--resume {resume}: it holds a run with {key} {_shown(saved, key)}; {option} {_shown(given, key)} "
+                "would be another plan: run that into another --out"
+            )
+    return {key: saved.get(key) for key in SELECTION_KEYS}
+
+
+def _shown(selection: Mapping[str, Any], key: str) -> str:
+    value = selection.get(key)
+    if value is None:
+        return "(none)"
+    return value if isinstance(value, str) else ", ".join(value)
 
 
 def save_selection(folder: Path, chosen: Mapping[str, Any]) -> None:
+    refuse_links(folder)
     (folder / SETTINGS_FILE).write_text(json.dumps(dict(chosen), indent=1), encoding="utf-8")
+
+
+def refuse_links(folder: Path) -> None:
+    """A run writes its files in its folder only: one that is a symbolic link (to a file outside, say)
+    is refused rather than written through."""
+    for name in (SETTINGS_FILE, RESULTS_JSONL):
+        if (folder / name).is_symlink():
+            raise BadInputError(f"{folder / name}: a symbolic link; a run writes only its own files, not through links")
 
 
 @contextlib.contextmanager

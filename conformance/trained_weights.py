@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from conformance.checkpoint import DEFAULT_MAX_BYTES, NotAZipCheckpointError, read_state_dict, refuse_non_finite
 from exporters.errors import BadInputError
-from reference.weights import IFGO_TO_IOFC, LMWeights, LSTMWeights, load, permute_gates
+from reference.weights import IFGO_TO_IOFC, LMWeights, LSTMWeights, from_arrays, permute_gates
 
 Array = npt.NDArray[Any]
 
@@ -88,15 +88,16 @@ class Trained:
 # --- reading, grouping ---------------------------------------------------------------------------
 
 
-def read_trained(path: Path) -> Trained:
-    """The user's trained weights: a PyTorch state_dict (``.pt``/``.pth``/``.bin``) or our ``.npz`` bundle."""
+def read_trained(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Trained:
+    """The user's trained weights: a PyTorch state_dict (``.pt``/``.pth``/``.bin``) or our ``.npz`` bundle;
+    a file declaring more than ``max_bytes`` is refused before its data is read."""
     if path.suffix == ".npz":
-        bundle = read_bundle(path)
+        bundle = read_bundle(path, max_bytes=max_bytes)
         lstm = bundle.lstm if isinstance(bundle, LMWeights) else bundle
         others = {} if isinstance(bundle, LSTMWeights) else {k: v for k, v in bundle.arrays().items() if "." not in k}
         layers = tuple(_bundle_layer(k, layer.W, layer.R, layer.B, layer.P) for k, layer in enumerate(lstm.layers))
         return Trained(path, layers, others)
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, max_bytes=max_bytes)
     layers = tuple(
         layer
         for key in state
@@ -110,27 +111,27 @@ def read_trained(path: Path) -> Trained:
     return Trained(path, layers, others)
 
 
-def read_bundle(path: Path) -> LSTMWeights | LMWeights:
+def read_bundle(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> LSTMWeights | LMWeights:
     """Our ``.npz`` weights bundle (``reference.weights.save``), refused when it holds NaN or Inf."""
+    from conformance.checkpoint import read_npz
+
     _require_file(path)
+    arrays = read_npz(path, max_bytes=max_bytes)  # every header checked before any data is read
+    refuse_non_finite(path, arrays)
     try:
-        weights = load(path)
-    except BadInputError:
-        raise
-    except (ValueError, OSError, KeyError, EOFError) as exc:  # reference.weights.load names the file
+        return from_arrays(arrays, path)
+    except (ValueError, KeyError, IndexError) as exc:  # from_arrays names the file
         raise BadInputError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-    refuse_non_finite(path, weights.arrays())
-    return weights
 
 
-def read_checkpoint(path: Path) -> dict[str, Array]:
+def read_checkpoint(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Array]:
     """A PyTorch checkpoint's tensors, read without importing torch (``conformance.checkpoint``).
 
     Only a legacy (pre-1.6, non-zip) checkpoint falls back to ``torch.load(weights_only=True)``.
     """
     _require_file(path)
     try:
-        state = read_state_dict(path, max_bytes=DEFAULT_MAX_BYTES)
+        state = read_state_dict(path, max_bytes=max_bytes)
     except NotAZipCheckpointError as exc:
         if exc.kind != "legacy":
             raise

@@ -110,6 +110,7 @@ def load_onnx(path: str | Path, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BY
                 )
             if not target.is_file():
                 raise ModelImportError(f"{path}: external data file {location!r} of tensor {tensor.name!r} is missing")
+            _bound_external_read(path, tensor, info, target)
     if uses_external:
         from onnx.external_data_helper import load_external_data_for_model
 
@@ -121,12 +122,60 @@ def load_onnx(path: str | Path, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BY
 
 
 def _all_tensors(model: Any) -> list[Any]:
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
+    """Every tensor a model stores: initializers (sparse ones too) and Constant-like attributes, in the main
+    graph, every subgraph (If, Loop, Scan bodies, at any depth) and every function body."""
+    tensors: list[Any] = []
+    pending = [model.graph]
+    nodes = [node for function in model.functions for node in function.node]
+    while pending or nodes:
+        if pending:
+            graph = pending.pop()
+            tensors += list(graph.initializer)
+            for sparse in graph.sparse_initializer:
+                tensors += [sparse.values, sparse.indices]
+            nodes += list(graph.node)
+            continue
+        node = nodes.pop()
         for attr in node.attribute:
             if attr.HasField("t"):
                 tensors.append(attr.t)
+            if attr.HasField("sparse_tensor"):
+                tensors += [attr.sparse_tensor.values, attr.sparse_tensor.indices]
+            tensors += list(attr.tensors)
+            if attr.HasField("g"):
+                pending.append(attr.g)
+            pending += list(attr.graphs)
     return tensors
+
+
+def _bound_external_read(path: Path, tensor: Any, info: dict[str, str], target: Path) -> None:
+    """Without a ``length``, onnx reads the external file to its end (a 3 GiB file for a 1 KiB tensor once
+    took 6 GiB): set it to the size the tensor declares, and refuse a file too short to hold it."""
+    import onnx
+
+    count = int(np.prod(list(tensor.dims), dtype=np.float64)) if tensor.dims else 1
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 1
+    declared = count * itemsize
+    try:
+        offset = int(info.get("offset", "0") or 0)
+        length = int(info["length"]) if info.get("length") else None
+    except ValueError:
+        raise ModelImportError(
+            f"{path}: tensor {tensor.name!r} has a non-numeric external data offset or length"
+        ) from None
+    if length is not None and length != declared:
+        raise ModelImportError(
+            f"{path}: tensor {tensor.name!r} declares {declared} bytes but its external data length is {length}"
+        )
+    available = target.stat().st_size - offset
+    if offset < 0 or available < declared:
+        raise ModelImportError(
+            f"{path}: external data file {info.get('location')!r} holds {max(available, 0)} bytes from offset "
+            f"{offset}, too few for tensor {tensor.name!r} ({declared} bytes)"
+        )
+    if length is None:
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "length", str(declared)
 
 
 def _check_size(path: Path, tensor: Any, limit: int) -> None:

@@ -319,6 +319,16 @@ def load(path: str | Path) -> LSTMWeights | LMWeights:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a weights file ({exc})") from None
+    return from_arrays(arrays, path)
+
+
+def from_arrays(arrays: Mapping[str, Array], path: str | Path) -> LSTMWeights | LMWeights:
+    """The weights in the arrays of a file written by :func:`save` (read by the caller, under its budget)."""
+    arrays = dict(arrays)
+    for name, value in arrays.items():
+        if name != "__meta__" and (value.dtype.kind not in "fiu" or value.ndim == 0):
+            shape = list(value.shape)
+            raise ValueError(f"{path}: corrupt weights file ({name!r} is a {value.dtype} array of shape {shape})")
     if "__meta__" not in arrays:
         raise ValueError(f"{path}: not an lstm-conformance weights file (no __meta__ entry)")
     try:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conformance.commands.options import integer, integers, number
+from conformance.commands.options import integer, integers, number, size
 from conformance.commands.output import add_report_options
 from exporters.errors import BadInputError
 
@@ -40,6 +40,9 @@ def add_parser(sub: Any) -> None:
                    "from names and shapes, and the guess is printed)")  # fmt: skip
     p.add_argument("--timeout", type=number(maximum=86400), default=300.0, metavar="S",
                    help="seconds per runtime before its worker process is killed (default 300)")  # fmt: skip
+    p.add_argument("--max-memory", type=size, default="2G", metavar="SIZE",
+                   help="the largest model tensor or weights file read (default 2G); the inputs of one run "
+                   "may take 1/32 of it; larger ones are refused before they are read")  # fmt: skip
     p.add_argument("--seq-lens", type=integers, default=None,
                    help="LSTM sequence lengths the probed dims aim at (default 1,7,16)")  # fmt: skip
     p.add_argument("--batches", type=integers, default=None,
@@ -79,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
         states=args.state,
         stream=args.stream,
         timeout=args.timeout,
+        max_memory=args.max_memory,
     )
     report = check.run_check(args.model, options)
     return _render(
@@ -125,23 +129,29 @@ def _render(
     }
     document = ResultDocument.of(results, run=run, environment=environment.collect())
     screen = console()
-    if header:
-        screen.print(header, highlight=False, markup=False)
+    from reports.text import MESSAGE, safe
+
+    if header:  # names from the model: control characters made visible, length capped (JSON keeps them whole)
+        screen.print(safe(header, MESSAGE), highlight=False, markup=False)
     for note in notes or []:
-        screen.print(f"note: {note}", style="yellow", highlight=False, markup=False)
+        screen.print(safe(f"note: {note}", MESSAGE), style="yellow", highlight=False, markup=False)
     from reports.text import count
 
     title = f"check{f' against {against}' if against else ''}: {count(len(results), 'result')} in {seconds:.2f} s"
     written = write_reports(document, report_files(args))
     if written:
-        screen.print(f"reports: {', '.join(written)}", highlight=False, markup=False)
+        screen.print(safe(f"reports: {', '.join(written)}", MESSAGE), highlight=False, markup=False)
     print_summary(document, title=title, out=screen)  # the likely causes (run["causes"]) too; ends with the verdict
     return exit_code(r.status for r in results)
 
 
 def _header(report: Any) -> str:
     nodes = report.nodes
-    listed = ", ".join(n.path for n in nodes[:6]) + (f", ... ({len(nodes)} in all)" if len(nodes) > 6 else "")
+    from reports.text import NAME, safe
+
+    listed = ", ".join(safe(n.path, NAME) for n in nodes[:6]) + (
+        f", ... ({len(nodes)} in all)" if len(nodes) > 6 else ""
+    )
     sets = len(report.input_sets)
     from reports.text import count
 

@@ -48,3 +48,19 @@ def integers(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def size(text: str) -> int:
+    """A number of bytes: ``2G``, ``512M``, ``1.5g``, ``100000`` (binary units), at least 1 MiB."""
+    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = cleaned[-1:] if cleaned[-1:] in _UNITS and not cleaned[-1:].isdigit() else ""
+    try:
+        value = float(cleaned[: len(cleaned) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 2G or 512M, got {text!r}") from None
+    if not math.isfinite(value) or value * _UNITS[unit] < 2**20 or value * _UNITS[unit] > 2**50:
+        raise argparse.ArgumentTypeError(f"expected a size from 1M to 1024T, got {text!r}")
+    return int(value * _UNITS[unit])

@@ -94,6 +94,7 @@ def _run_in(
     from conformance.runner import ResultSink, read_jsonl
 
     jsonl = out / run_folder.RESULTS_JSONL
+    run_folder.refuse_links(out)
     planned = {lane.id for lane in lanes}
     if resume is not None:
         finished = {r.id for r in read_jsonl(jsonl) if r.id in planned}

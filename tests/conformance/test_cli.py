@@ -69,7 +69,7 @@ class TestTopLevel:
             (["run", "--timeout", "inf"], "argument --timeout: expected a finite number > 0 and <= 86400, got 'inf'"),
             (["run", "--latency-budget", "-1"],
              "argument --latency-budget: expected a finite number > 0 and <= 3600, got '-1'"),
-            (["run", "--jobs", "0"], "argument --jobs: expected an integer >= 1, got '0'"),
+            (["run", "--jobs", "0"], "argument --jobs: expected an integer >= 1 and <= 64, got '0'"),
             (["check", "m.onnx", "--atol", "nan", "--rtol", "0"],
              "argument --atol: expected a finite number >= 0, got 'nan'"),
             (["check", "m.onnx", "--seq-lens", "1,0"], "argument --seq-lens: expected positive integers, got '1,0'"),
