@@ -15,6 +15,8 @@ imported here, so the CLI imports this module only when ``check`` runs.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -203,7 +205,7 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
             instrumented, instrumented_path, inputs, input_roles, fixed, feeds, options.seq_lens, options.batches
         )
         report.notes += dims.notes
-        report.input_sets = _input_sets(inputs, input_roles, dims, feeds, options, fixed)
+        report.input_sets = _input_sets(inputs, input_roles, dims, feeds, options, fixed, nodes)
         report.input_sets += [_user_input_set(p, inputs, options.max_memory // INPUT_SHARE) for p in options.inputs]
         reference = _reference_runs(instrumented, model, report.input_sets)
         _weights_finite(model_path, reference)
@@ -334,6 +336,7 @@ def _input_sets(
     feeds: Mapping[str, FeedValue],
     options: CheckOptions,
     given: Mapping[str, tuple[int, ...]],
+    nodes: Sequence[LSTMNode],
 ) -> list[InputSet]:
     """One input set per combination of dim sizes; then, at the first sizes, one per other value of each
     input that an If condition reads (so both branches run), unless the user fed that input."""
@@ -342,6 +345,7 @@ def _input_sets(
     for sizes in dims.combinations:
         _within_budget(inputs, sizes, feeds, options.max_memory // INPUT_SHARE)
         steps = dims.steps(sizes)
+        _lstm_work_within(nodes, sizes, steps, dims, options.max_memory)
         made = {i.name: synthesize(i, sizes, input_roles, rng, steps=steps, feed=feeds.get(i.name)) for i in inputs}
         probed = any(dims.roles.get(k) in ("sequence", "batch") for k in sizes if k not in given)
         sets.append(InputSet(_label(sizes), sizes, made, probed))
@@ -375,6 +379,26 @@ def _within_budget(
                 f"({'x'.join(map(str, shape))} {graph_input.dtype}); the inputs of one run may take "
                 f"{budget / 2**20:.0f} MiB (1/{INPUT_SHARE} of --max-memory): choose smaller sizes with --dim"
             )
+
+
+# Bytes per LSTM step, per batch row and hidden unit, over everything one run holds: the reference's
+# float64 gates and states, the runtime's outputs, the captures and the comparison's copies (measured on a
+# 1,000,000-step input, which reached 2.8 GB, about 175 bytes per step-row-unit of its 16-unit LSTM).
+LSTM_BYTES_PER_UNIT = 256
+
+
+def _lstm_work_within(
+    nodes: Sequence[LSTMNode], sizes: Mapping[str, int], steps: int, dims: DimPlan, budget: int
+) -> None:
+    """Refuse, before anything runs, sizes at which the LSTMs' work would not fit in ``--max-memory``."""
+    batch = max([v for k, v in sizes.items() if dims.roles.get(k) == "batch"], default=1)
+    units = sum((n.attributes.hidden_size or 0) * n.attributes.num_directions for n in nodes)
+    need = steps * batch * units * LSTM_BYTES_PER_UNIT
+    if need > budget:
+        raise BadInputError(
+            f"at {_label(sizes)} the LSTMs ({steps} steps x batch {batch} x {units} units) would need about "
+            f"{need / 2**30:.1f} GiB, over --max-memory {budget / 2**30:.1f} GiB: choose smaller sizes with --dim"
+        )
 
 
 def fixed_first(given: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
@@ -471,7 +495,8 @@ def in_worker(work: Any, model: str, runtime_id: str, timeout: float) -> list[Re
         return result
     ctx = mp.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_worker, args=(send, work), daemon=True)
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _said; the worker's stderr, for a crash message
+    process = ctx.Process(target=_worker, args=(send, work, errors), daemon=True)
     process.start()
     send.close()
     kind: str = "died"
@@ -489,14 +514,20 @@ def in_worker(work: Any, model: str, runtime_id: str, timeout: float) -> list[Re
             process.kill()
         process.join(5)
         receive.close()
+        said = _said(errors)
     if kind == "results":
+        if said:
+            sys.stderr.write(said)
         return list(value)
     if kind == "raised":
         raise value
     if kind == "timeout":
         message = f"{runtime_id} did not finish within {timeout:g} s; its worker was killed (--timeout)"
         return [model_result(model, runtime_id, "timeout", message)]
-    return [model_result(model, runtime_id, ERROR, f"{runtime_id} crashed the worker process ({_ended(process)})")]
+    last = next((line.strip() for line in reversed(said.splitlines()) if line.strip()), "")
+    words = f"; its last words: {last[:300]}" if last else ""
+    message = f"{runtime_id} crashed the worker process ({_ended(process)}){words}"
+    return [model_result(model, runtime_id, ERROR, message)]
 
 
 def _isolated_runtime(
@@ -518,7 +549,17 @@ def _isolated_runtime(
     return retried
 
 
-def _worker(send: Any, work: Any) -> None:
+def _said(errors: Any) -> str:
+    """What a worker wrote to its stderr (at most the last 8 KiB), and the file closed."""
+    with errors:
+        size = errors.seek(0, 2)
+        errors.seek(max(0, size - 8192))
+        return str(errors.read().decode("utf-8", "replace"))
+
+
+def _worker(send: Any, work: Any, errors: Any) -> None:
+    sys.stderr.flush()
+    os.dup2(errors.fileno(), 2)  # C++ runtimes write to fd 2 directly ("terminate called ...")
     try:
         send.send(("results", work()))
     except BaseException as exc:  # a bug: the parent raises it

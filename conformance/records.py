@@ -171,6 +171,17 @@ class Result:
         return cls(**values)
 
 
+# Fields of a document's "run" that decide an exit code or a title, with their type.
+_RUN_FIELDS: dict[str, Any] = {
+    "interrupted": bool,
+    "latency_only": bool,
+    "lanes": int,
+    "completed": int,
+    "wall_seconds": (int, float),
+    "command": str,
+    "model": str,
+}
+
 # "features" is always written: a version-2 record without features (check's) must not read back as a
 # version-1 record, whose features are read from its id.
 _ALWAYS = frozenset({"id", "kind", "suite", "case", "exporter", "runtime", "status", "message", "features"})
@@ -296,6 +307,10 @@ class ResultDocument:
         for key in ("run", "environment"):
             if not isinstance(data.get(key, {}), Mapping):
                 raise BadInputError(f"{source}: {key!r} must be an object, got {_kind(data.get(key))}")
+        run = data.get("run") or {}
+        for key, kind in _RUN_FIELDS.items():  # the fields a verdict or a title is read from
+            if run.get(key) is not None:
+                _typed(run, key, kind, f"{source}: run", default=None)
         raw = data.get("results")  # an empty run has an empty list; a file without one is not a result file
         if not isinstance(raw, list):
             raise BadInputError(f"{source}: 'results' must be a list, got {_kind(raw)}")

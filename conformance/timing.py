@@ -182,6 +182,11 @@ class Latency:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Latency:
         """Inverse of ``to_dict``; a malformed record raises ``ValueError`` naming the key."""
+        samples = data.get("samples_ms") if isinstance(data, dict) else None
+        if not isinstance(samples, list) or not samples:
+            raise ValueError("latency record: 'samples_ms' must be a non-empty list")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_SAMPLE_MS for v in samples):
+            raise ValueError(f"latency record: every sample must be a number of ms in (0, {MAX_SAMPLE_MS:g}]")
         try:
             return cls(
                 samples_ns=tuple(round(float(v) * _NS_PER_MS) for v in data["samples_ms"]),
@@ -200,8 +205,11 @@ class Latency:
             )
         except KeyError as exc:
             raise ValueError(f"latency record: missing key {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"latency record: {exc}") from None
+
+
+MAX_SAMPLE_MS = 1e9  # about 11.6 days: a sample past it is not a measurement
 
 
 def measure(

@@ -121,8 +121,19 @@ def _run_in(
         sink.close()
     wall = time.time() - started
     results = [r for r in read_jsonl(jsonl) if r.id in planned]
-    code = _finish(out, results, suites, settings, len(lanes), wall, interrupted, args)
-    return EXIT_TERMINATED if terminated else code
+    stops = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # a Ctrl-C now would cost the report of what ran
+    try:
+        code = _finish(out, results, suites, settings, len(lanes), wall, interrupted, args)
+        late = signal.sigpending() & stops  # asked to stop while the report was written: it is whole
+    finally:
+        handlers = {s: signal.signal(s, signal.SIG_IGN) for s in stops}  # drop the pending ones
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        for stop, handler in handlers.items():
+            signal.signal(stop, handler)
+    if terminated or signal.SIGTERM in late:
+        return EXIT_TERMINATED
+    return EXIT_INTERRUPTED if signal.SIGINT in late else code
 
 
 class Terminated(KeyboardInterrupt):
@@ -130,6 +141,7 @@ class Terminated(KeyboardInterrupt):
 
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+EXIT_INTERRUPTED = 130
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -242,3 +242,35 @@ def test_no_node_name_reaches_the_terminal_raw(name: str, tmp_path_factory: pyte
     shown = out.getvalue()
     assert not any(ord(c) < 32 and c != "\n" for c in shown), repr(shown)
     assert "\x1b" not in shown and "\x9b" not in shown
+
+
+class TestResultFilesThatLie:
+    @pytest.mark.parametrize(
+        ("samples", "message"),
+        [
+            ([], "latency record: 'samples_ms' must be a non-empty list"),
+            ([1e308, 1.0], "latency record: every sample must be a number of ms in (0, 1e+09]"),
+        ],
+    )
+    def test_latency_samples(
+        self, samples: list[float], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        out = tmp_path / "out"
+        argv = ["run", "-k", "forward", "--runtime", "reference", "--latency-budget", "0.01", "--out", str(out)]
+        assert main(argv) == 0
+        capsys.readouterr()
+        document = json.loads((out / "results.json").read_text())
+        record = next(r for r in document["results"] if r.get("latency"))
+        record["latency"]["samples_ms"] = samples
+        head = tmp_path / "head.json"
+        head.write_text(json.dumps(document))
+        assert main(["compare", str(out / "results.json"), str(head)]) == 2
+        assert capsys.readouterr().err == f"error: {head}: {record['id']}: {message}\n"
+
+    def test_an_interrupted_flag_that_is_not_a_bool(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        path = tmp_path / "r.json"
+        path.write_text(
+            json.dumps({"schema_version": 2, "run": {"interrupted": "yes"}, "environment": {}, "results": []})
+        )
+        assert main(["report", str(path)]) == 2
+        assert capsys.readouterr().err == f"error: {path}: run: 'interrupted' must be bool, got str\n"

@@ -289,7 +289,12 @@ class TestRuntimesThatDie:
     @pytest.mark.parametrize(
         ("mode", "status", "message"),
         [
-            ("abort", "error", "failing crashed the worker process (killed by SIGABRT)"),
+            (
+                "abort",
+                "error",
+                "failing crashed the worker process (killed by SIGABRT); its last words: failing runtime: "
+                "terminate called without an active exception",
+            ),
             ("hang", "timeout", "failing did not finish within 3 s; its worker was killed (--timeout)"),
         ],
     )
@@ -315,3 +320,12 @@ class TestRuntimesThatDie:
         lost = next(r for r in results if r["runtime"] == "failing" and r["status"] == status)
         assert lost["message"] == f"at seq=5,batch=3: {message}"
         assert {r["status"] for r in results if r["runtime"] == "ort-cpu"} == {"pass"}
+
+
+def test_sizes_whose_lstm_work_would_not_fit_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = check([str(basic(tmp_path)), "--dim", "seq=1000000", "--dim", "batch=4"], capsys)
+    assert (code, out) == (2, "")
+    assert err == (
+        "error: at seq=1000000,batch=4 the LSTMs (1000000 steps x batch 4 x 5 units) would need about 4.8 GiB, "
+        "over --max-memory 2.0 GiB: choose smaller sizes with --dim\n"
+    )
