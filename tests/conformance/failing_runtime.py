@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from conformance.runtimes.onnxruntime_runtime import OrtRuntime, OrtSession
 from exporters.base import AnyWeights, Artifact, Model
+from tests.conformance.perturbing_runtime import PerturbingSession
 
 MODE_ENV = "FAILING_RUNTIME_MODE"
 BATCH = 3
 
 
-class FailingSession:
+class FailingSession(PerturbingSession):
+    """ORT CPU (the perturbing double with nothing to perturb) that aborts or hangs on a batch of 3."""
+
     def __init__(self, inner: OrtSession) -> None:
-        self.inner = inner
+        super().__init__(inner, None)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         data = next((v for v in feeds.values() if v.dtype.kind == "f" and v.ndim == 3), None)
@@ -34,15 +37,6 @@ class FailingSession:
             os.write(2, b"failing runtime: terminate called without an active exception\n")  # as ORT 1.32 does
             os.abort()
         return self.inner.run(feeds)
-
-    def placement(self) -> dict[str, str]:
-        return self.inner.placement()
-
-    def timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[Callable[[], object], Callable[[], None] | None, str]:
-        return self.inner.timed(feeds)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class FailingRuntime:
