@@ -63,9 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         code: int = importlib.import_module(_module(args.command)).main(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM where a command handles it (stopping.Terminated)
+        from conformance.stopping import exit_code
+
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_code(stop) or EXIT_INTERRUPTED
     except BadInputError as exc:
         if args.debug:
             raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 from conformance.records import ResultDocument
@@ -41,8 +42,29 @@ def write_document(path: Path, document: ResultDocument) -> None:
     write_text_atomic(path, json.dumps(document.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
+def regular_file(path: Path, what: str, *, max_bytes: int | None = None) -> int:
+    """``path``'s size when it is a regular file (of at most ``max_bytes``), else bad input naming it: a
+    device or a pipe would be read without end (``/dev/zero``) or block for ever (a FIFO nobody writes)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise BadInputError(f"{path}: is a folder, not {what}")
+    if not stat.S_ISREG(info.st_mode):
+        raise BadInputError(f"{path}: not a regular file (a device or a pipe), not {what}")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise BadInputError(
+            f"{path}: {info.st_size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.1f} MiB budget for {what}"
+        )
+    return info.st_size
+
+
 def load_document(path: Path) -> ResultDocument:
     """Read a result file (schema version 1 or 2); anything else is bad input naming the file."""
+    regular_file(path, "a result file")
     try:
         size = path.stat().st_size
         if size > MAX_RESULT_FILE:
@@ -61,3 +83,22 @@ def load_document(path: Path) -> ResultDocument:
     except RecursionError:
         raise BadInputError(f"{path}: not a conformance result file (nested too deeply)") from None
     return ResultDocument.from_dict(data, source=str(path))
+
+
+def scratch_folder(prefix: str) -> str:
+    """A new temporary folder ``<prefix><pid>-...``, after removing those of processes that are gone (a
+    process killed with SIGKILL runs no cleanup); the caller removes its own."""
+    import shutil
+    import tempfile
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            continue
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")

@@ -15,7 +15,8 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import tempfile
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from conformance.files import scratch_folder
 from conformance.lane import Lane
 from conformance.records import Result
 from conformance.status import ERROR, TIMEOUT
@@ -150,8 +152,7 @@ def run_lanes(
         return []
     pending.reverse()  # pop() from the end keeps the given order
     # Scratch space for the workers (ORT profiles); removed at the end even when a worker was killed.
-    _sweep_scratch()
-    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+    scratch = scratch_folder(SCRATCH_PREFIX)
     previous_scratch = os.environ.get(SCRATCH_ENV)
     os.environ[SCRATCH_ENV] = scratch  # spawned workers inherit it
     ctx = mp.get_context("spawn")
@@ -208,31 +209,26 @@ def run_lanes(
                     finish(_lost(running, TIMEOUT, f"lane did not finish within {timeout:g} s; worker killed"))
                     workers[i] = _start_worker(ctx, use_cache, latency)
     finally:
-        for worker in workers:
-            _stop(worker, kill=worker.lane is not None)
-        if previous_scratch is None:
-            os.environ.pop(SCRATCH_ENV, None)
-        else:
-            os.environ[SCRATCH_ENV] = previous_scratch
-        shutil.rmtree(scratch, ignore_errors=True)
+        # A stop signal now would cut the cleanup short (workers left, scratch kept): hold it until done.
+        stops = {signal.SIGINT, signal.SIGTERM}
+        held = threading.current_thread() is threading.main_thread()
+        if held:
+            signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            for worker in workers:
+                _stop(worker, kill=worker.lane is not None)
+            if previous_scratch is None:
+                os.environ.pop(SCRATCH_ENV, None)
+            else:
+                os.environ[SCRATCH_ENV] = previous_scratch
+            shutil.rmtree(scratch, ignore_errors=True)
+        finally:
+            if held:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     return results
 
 
 SCRATCH_PREFIX = "conformance-run-"
-
-
-def _sweep_scratch() -> None:
-    """Remove the scratch folders of runs whose process is gone (killed with SIGKILL, say: no cleanup ran)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:  # another user's live process
-            continue
 
 
 def _lost(lane: Lane, status: str, message: str) -> Result:

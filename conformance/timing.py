@@ -185,8 +185,13 @@ class Latency:
         samples = data.get("samples_ms") if isinstance(data, dict) else None
         if not isinstance(samples, list) or not samples:
             raise ValueError("latency record: 'samples_ms' must be a non-empty list")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_SAMPLE_MS for v in samples):
-            raise ValueError(f"latency record: every sample must be a number of ms in (0, {MAX_SAMPLE_MS:g}]")
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and MIN_SAMPLE_MS <= v <= MAX_SAMPLE_MS
+            for v in samples
+        ):
+            raise ValueError(
+                f"latency record: every sample must be a number of ms in [{MIN_SAMPLE_MS:g}, {MAX_SAMPLE_MS:g}]"
+            )
         try:
             return cls(
                 samples_ns=tuple(round(float(v) * _NS_PER_MS) for v in data["samples_ms"]),
@@ -210,6 +215,7 @@ class Latency:
 
 
 MAX_SAMPLE_MS = 1e9  # about 11.6 days: a sample past it is not a measurement
+MIN_SAMPLE_MS = 1e-6  # one nanosecond, the resolution samples are kept at
 
 
 def measure(

@@ -21,6 +21,7 @@ from typing import Any
 from conformance.cases.build import CASE_KEYS, DEFAULT_KEYS, TABLES, build_case, dotted_key
 from conformance.cases.locate import Layout, Where, check_nesting, deepest_bracket, show, toml_error
 from conformance.cases.model import Case, CaseError, Suite
+from exporters.errors import BadInputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,11 +41,20 @@ def available_suites() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in root.iterdir() if p.name.endswith(".toml"))
 
 
+MAX_SUITE_BYTES = 16 << 20  # a suite file is a few KB of TOML
+
+
 def load_suite(name_or_path: str | Path) -> Suite:
     """A packaged suite by name (``"smoke"``) or a suite file by path."""
     text_name = str(name_or_path)
     if isinstance(name_or_path, Path) or "/" in text_name or "\\" in text_name or text_name.endswith(".toml"):
         path = Path(name_or_path)
+        from conformance.files import regular_file
+
+        try:
+            regular_file(path, "a suite file", max_bytes=MAX_SUITE_BYTES)
+        except BadInputError as exc:
+            raise CaseError(str(exc)) from None
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

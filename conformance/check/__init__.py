@@ -14,7 +14,7 @@ imported here, so the CLI imports this module only when ``check`` runs.
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +37,7 @@ from conformance.check.model import (
     save_model,
 )
 from conformance.check.reference import ReferenceRun, reference_runs, weights_finite
+from conformance.files import regular_file, scratch_folder
 from conformance.graph import (
     GraphError,
     LSTMNode,
@@ -72,6 +73,8 @@ def load_model(path: Path, max_bytes: int = DEFAULT_MAX_MEMORY) -> onnx.ModelPro
 
     if path.is_dir():
         raise BadInputError(f"{path}: a folder, not an ONNX file")
+    if path.exists():
+        regular_file(path, "an ONNX file", max_bytes=max_bytes)  # protobuf reads all of it before any check
     model: onnx.ModelProto = load_onnx(path, max_tensor_bytes=max_bytes)
     return model
 
@@ -116,7 +119,8 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
 
         stream = plan_stream(model, inputs, options.states, options.stream)
         report.notes += stream.notes
-    with tempfile.TemporaryDirectory(prefix="conformance-check-") as folder:
+    folder = scratch_folder("conformance-check-")  # a killed check's is swept by the next one
+    try:  # Ctrl-C or SIGTERM: stop where it is, keep what was judged
         probe_sizes = {k: 2 * BASE for k in dim_keys(inputs)} | fixed_first(fixed)
         within_budget(inputs, probe_sizes, feeds, options.max_memory // INPUT_SHARE)
         instrumented_path = Path(folder) / "instrumented.onnx"
@@ -139,7 +143,6 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
                 )
 
             report.results += isolated_runtime(work, report.input_sets, model_path.name, runtime.id, options)
-        report.results = _fold_not_exercised(report.results)
         if stream is not None:
             from conformance.streaming import run_stream
 
@@ -147,6 +150,11 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
                 stream, model_path, model, report.input_sets[0], runtimes, options, open_session,
                 lambda work, runtime_id: in_worker(work, model_path.name, runtime_id, options.timeout),
             )  # fmt: skip
+    except KeyboardInterrupt as stop:
+        report.stopped = stop
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    report.results = _fold_not_exercised(report.results)
     report.causes = _causes(report)
     report.seconds = time.perf_counter() - start
     return report

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from conformance.check.model import INPUT_SHARE, CheckOptions, InputSet, sizes_label
+from conformance.files import regular_file
 from conformance.graph import (
     LSTMNode,
 )
@@ -114,6 +115,7 @@ def user_input_set(path: Path, inputs: Sequence[GraphInput], max_bytes: int) -> 
 
         feeds = {}
         for index, pb in enumerate(sorted(path.glob("input_*.pb"))):
+            regular_file(pb, "an ONNX TensorProto", max_bytes=max_bytes)
             tensor = onnx.TensorProto()
             try:
                 tensor.ParseFromString(pb.read_bytes())

@@ -71,6 +71,7 @@ class CheckReport:
     results: list[Result] = field(default_factory=list)
     runtimes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: KeyboardInterrupt | None = None  # Ctrl-C or SIGTERM (stopping.Terminated): the results are partial
 
     @property
     def failed(self) -> bool:

@@ -70,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
         return _against_torch(args, seq_lens, batches, tolerance)
     if args.state and not args.stream:
         raise BadInputError("--state OUT=IN: needs --stream N")
+    _refuse_overwriting_inputs(args)
     options = check.CheckOptions(
         seq_lens=seq_lens,
         batches=batches,
@@ -84,10 +85,20 @@ def main(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_memory=args.max_memory,
     )
-    report = check.run_check(args.model, options)
-    return _render(
-        args, report.results, report.seconds, causes=report.causes, notes=report.notes, header=_header(report)
+    from conformance.stopping import exit_code, on_sigterm
+
+    with on_sigterm():
+        report = check.run_check(args.model, options)
+    code = _render(
+        args,
+        report.results,
+        report.seconds,
+        causes=report.causes,
+        notes=report.notes,
+        header=_header(report),
+        interrupted=report.stopped is not None,
     )
+    return exit_code(report.stopped) or code
 
 
 def _against_torch(args: argparse.Namespace, seq_lens: Any, batches: Any, tolerance: Any) -> int:
@@ -112,6 +123,7 @@ def _render(
     notes: list[str] | None = None,
     header: str | None = None,
     against: str | None = None,
+    interrupted: bool = False,
 ) -> int:
     from conformance import environment
     from conformance.commands.output import argv, console, print_summary, report_files, write_reports
@@ -124,6 +136,7 @@ def _render(
         "causes": causes or [],
         "notes": notes or [],
         "against_torch": against,
+        "interrupted": interrupted,
         "wall_seconds": round(seconds, 3),
         "argv": argv(),
     }
@@ -143,6 +156,21 @@ def _render(
         screen.print(safe(f"reports: {', '.join(written)}", MESSAGE), highlight=False, markup=False)
     print_summary(document, title=title, out=screen)  # the likely causes (run["causes"]) too; ends with the verdict
     return exit_code(r.status for r in results)
+
+
+def _refuse_overwriting_inputs(args: argparse.Namespace) -> None:
+    """No report may be written over the model or a file the check reads."""
+    from conformance.commands.output import refuse_overwrites, report_files
+
+    protected = {args.model: "the model"}
+    if args.weights:
+        protected[args.weights] = "the trained weights"
+    protected.update({path: "an --inputs file" for path in args.inputs})
+    for text in args.feed:
+        value = text.partition("=")[2].strip()
+        if value.endswith(".npy"):
+            protected[Path(value)] = "a --feed file"
+    refuse_overwrites(report_files(args), protected)
 
 
 def _header(report: Any) -> str:

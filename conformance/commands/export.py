@@ -60,9 +60,12 @@ def write_test_folder(
     from onnx import numpy_helper
 
     model = onnx.load(str(model_path), load_external_data=False)
+    data_dir = out / "test_data_set_0"
+    for own in (out / "model.onnx", data_dir):  # written in the folder only, never through a link out of it
+        if own.is_symlink():
+            raise BadInputError(f"{own}: a symbolic link; export writes only its own files, not through links")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, out / "model.onnx")
-    data_dir = out / "test_data_set_0"
     if data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from conformance.records import ResultDocument
+from exporters.errors import BadInputError
 
 
 def console(*, stderr: bool = False) -> Any:
@@ -56,3 +57,19 @@ def add_report_options(parser: Any, *, json: bool = True) -> None:
 
 def argv() -> list[str]:
     return sys.argv[1:]
+
+
+def refuse_overwrites(files: Sequence[tuple[str, str | Path | None]], protected: Mapping[Path, str]) -> None:
+    """Refuse report paths that would overwrite an input (``protected``: path -> what it is) or each other,
+    before any work is done: a report written over the model or the run's journal once lost them."""
+    seen: dict[Path, str] = {}
+    for fmt, path in files:
+        if not path:
+            continue
+        resolved = Path(path).resolve()
+        for other, what in protected.items():
+            if resolved == other.resolve():
+                raise BadInputError(f"--{fmt} {path}: that is {what}; the report would overwrite it")
+        if resolved in seen:
+            raise BadInputError(f"--{fmt} {path}: also given to --{seen[resolved]}; one file per report")
+        seen[resolved] = fmt

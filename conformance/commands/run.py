@@ -10,6 +10,7 @@ from typing import Any
 
 from conformance.commands.options import integer, number
 from conformance.commands.output import add_report_options
+from conformance.stopping import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, on_sigterm
 from exporters.errors import BadInputError
 
 DEFAULT_SUITE = "smoke"
@@ -72,8 +73,15 @@ def main(args: argparse.Namespace) -> int:
         out = resume
     else:
         out = Path(args.out) if args.out else Path("conformance-results") / "-".join(Path(s).stem for s in suites)
+    from conformance.commands.output import console, refuse_overwrites, report_files
+
+    own = {
+        run_folder.RESULTS_JSONL: "the run's journal",
+        "results.json": "the run's results",
+        run_folder.SETTINGS_FILE: "the run's selection",
+    }
+    refuse_overwrites(report_files(args), {out / name: f"{what} ({out / name})" for name, what in own.items()})
     out.mkdir(parents=True, exist_ok=True)
-    from conformance.commands.output import console
 
     err = console(stderr=True)
     with run_folder.owned(out, notice=lambda text: err.print(text, markup=False, highlight=False)):
@@ -111,13 +119,12 @@ def _run_in(
     started = time.time()
     sink = ResultSink(jsonl)
     interrupted = terminated = False
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        _run_with_progress(todo, sink, args, err)
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_terminate): stop, keep what was measured
+        with on_sigterm():
+            _run_with_progress(todo, sink, args, err)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (on_sigterm): stop, keep what was measured
         interrupted, terminated = True, isinstance(exc, Terminated)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         sink.close()
     wall = time.time() - started
     results = [r for r in read_jsonl(jsonl) if r.id in planned]
@@ -134,18 +141,6 @@ def _run_in(
     if terminated or signal.SIGTERM in late:
         return EXIT_TERMINATED
     return EXIT_INTERRUPTED if signal.SIGINT in late else code
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is: the workers stop, the partial report is written, scratch removed."""
-
-
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
-EXIT_INTERRUPTED = 130
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated
 
 
 def _finish(

@@ -249,7 +249,8 @@ class TestResultFilesThatLie:
         ("samples", "message"),
         [
             ([], "latency record: 'samples_ms' must be a non-empty list"),
-            ([1e308, 1.0], "latency record: every sample must be a number of ms in (0, 1e+09]"),
+            ([1e308, 1.0], "latency record: every sample must be a number of ms in [1e-06, 1e+09]"),
+            ([1e-9, 1.0], "latency record: every sample must be a number of ms in [1e-06, 1e+09]"),
         ],
     )
     def test_latency_samples(
@@ -274,3 +275,70 @@ class TestResultFilesThatLie:
         )
         assert main(["report", str(path)]) == 2
         assert capsys.readouterr().err == f"error: {path}: run: 'interrupted' must be bool, got str\n"
+
+
+class TestFilesThatAreNotWhatTheySeem:
+    def test_a_report_over_the_model(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        model = lstm_model(tmp_path / "m.onnx")
+        before = model.read_bytes()
+        assert main(["check", str(model), "--json", str(model)]) == 2
+        assert capsys.readouterr().err == f"error: --json {model}: that is the model; the report would overwrite it\n"
+        assert model.read_bytes() == before
+
+    def test_two_reports_into_one_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        model, report = lstm_model(tmp_path / "m.onnx"), tmp_path / "r"
+        assert main(["check", str(model), "--json", str(report), "--html", str(report)]) == 2
+        assert capsys.readouterr().err == f"error: --html {report}: also given to --json; one file per report\n"
+
+    def test_a_report_over_the_runs_journal(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        out = tmp_path / "out"
+        assert main(["run", "--out", str(out), "--junit", str(out / "results.jsonl")]) == 2
+        assert capsys.readouterr().err == (
+            f"error: --junit {out / 'results.jsonl'}: that is the run's journal ({out / 'results.jsonl'}); "
+            "the report would overwrite it\n"
+        )
+
+    @pytest.mark.parametrize("command", ["report", "check"])
+    def test_a_pipe_nobody_writes(self, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        import os
+
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        assert main([command, str(fifo)]) == 2  # once blocked for ever
+        what = "a result file" if command == "report" else "an ONNX file"
+        assert capsys.readouterr().err == f"error: {fifo}: not a regular file (a device or a pipe), not {what}\n"
+
+    def test_export_through_a_link(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        victim, out = tmp_path / "victim", tmp_path / "out"
+        victim.write_text("mine")
+        out.mkdir()
+        (out / "model.onnx").symlink_to(victim)
+        assert main(["export", "peepholes", "--out", str(out)]) == 2
+        assert capsys.readouterr().err == (
+            f"error: {out / 'model.onnx'}: a symbolic link; export writes only its own files, not through links\n"
+        )
+        assert victim.read_text() == "mine"
+
+
+def test_sigterm_keeps_a_checks_partial_report(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    model = lstm_model(tmp_path / "m.onnx")
+    report = tmp_path / "check.json"
+    seq = ",".join(str(n) for n in range(4000, 4012))
+    argv = ["check", str(model), "--dim", f"seq={seq}", "--dim", "batch=64,65", "--json", str(report)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conformance", *argv],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    os.kill(process.pid, signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stdout + stderr
+    assert "Traceback" not in stderr
+    assert json.loads(report.read_text())["run"]["interrupted"] is True

@@ -168,10 +168,7 @@ class TestCaseFiles:
 
     def test_missing_suite_file(self, capsys: pytest.CaptureFixture[str]) -> None:
         line = bad_input(["run", "--suite", "missing.toml"], capsys)
-        assert line == (
-            "error: missing.toml: cannot read suite file: FileNotFoundError: "
-            "[Errno 2] No such file or directory: 'missing.toml'"
-        )
+        assert line == ("error: missing.toml: no such file")
 
     def test_unknown_packaged_suite(self, capsys: pytest.CaptureFixture[str]) -> None:
         line = bad_input(["run", "--suite", "smok"], capsys)

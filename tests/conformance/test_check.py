@@ -297,7 +297,7 @@ class TestJson:
         assert isinstance(run.pop("wall_seconds"), float) and isinstance(run.pop("argv"), list)
         notes = ["symbolic dims: T=3 (sequence); B=1,3 (batch); set others with --dim NAME=N[,N...]"]
         assert run == {"command": "check", "model": str(bilstm / "model.onnx"), "causes": [], "against_torch": None,
-                       "notes": notes}  # fmt: skip
+                       "notes": notes, "interrupted": False}  # fmt: skip
         assert document["summary"] == {"pass": 6}
         assert [r["id"] for r in document["results"]] == [
             f"model.onnx[T=3,B={b}]/{row}/ort-cpu" for b in (1, 3) for row in ("LSTM", "LSTM_1", "user")
