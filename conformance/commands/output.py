@@ -37,7 +37,10 @@ def write_reports(document: ResultDocument, files: Sequence[tuple[str, str | Pat
     written = []
     for fmt, path in files:
         if path:
-            write_text_atomic(Path(path), reports.render(fmt, document))
+            try:
+                write_text_atomic(Path(path), reports.render(fmt, document))
+            except OSError as exc:  # a full disk, a folder given as the file, no permission
+                raise BadInputError(f"--{fmt} {path}: cannot write the report ({exc.strerror or exc})") from None
             written.append(str(path))
     return written
 

@@ -64,6 +64,13 @@ def main(args: argparse.Namespace) -> int:
             from exporters.mutants import PREFIX
 
             raise BadInputError(f"{exc} (and the selftest mutants {PREFIX}*)") from None
+    if args.baseline not in runtime_ids():
+        from conformance.runtimes import unknown_runtime_hint
+
+        raise BadInputError(
+            f"--baseline {args.baseline}: no such runtime{unknown_runtime_hint(args.baseline)}; "
+            f"available: {', '.join(runtime_ids())}"
+        )
     lanes = plan(cases, runtimes, exporters)
     if not lanes:
         raise BadInputError(

@@ -342,3 +342,22 @@ def test_sigterm_keeps_a_checks_partial_report(tmp_path: Path) -> None:
     assert process.returncode == 143, stdout + stderr
     assert "Traceback" not in stderr
     assert json.loads(report.read_text())["run"]["interrupted"] is True
+
+
+def test_an_unknown_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conformance.runtimes import runtime_ids
+
+    assert main(["run", "--out", str(tmp_path / "out"), "--baseline", "ort-cpuu"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --baseline ort-cpuu: no such runtime (did you mean 'ort-cpu'?); "
+        f"available: {', '.join(runtime_ids())}\n"
+    )
+
+
+def test_a_report_that_cannot_be_written_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = lstm_model(tmp_path / "m.onnx")
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert main(["check", str(model), "--runtime", "ort-cpu", "--json", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --json {folder}: cannot write the report (") and err.count("\n") == 1
