@@ -151,10 +151,13 @@ def run_lane(lane: Lane, context: LaneContext) -> Result:
         facts["duration_s"] = round(time.perf_counter() - start, 4)
         return lane.result(SKIP, "accuracy not checked (--latency-only)", **facts)
     problem = evaluate.placement_problem(lane.runtime, runtime.required_provider, placement)
+    computed_in = facts["settings"].get("tolerance_dtype")
+    if computed_in in ("bfloat16", "float16"):  # say so: the lane is held to the precision it computes in
+        facts["detail"] = {"judged_at": f"{computed_in} tolerance: {lane.runtime} computes in {computed_in}"}
     verdict = evaluate.judge(
         outputs,
         data.expected,
-        evaluate.tolerances(data.expected, outputs, case.tolerance_for),
+        evaluate.tolerances(data.expected, outputs, case.tolerance_for, computed_in=computed_in),
         time_axes=data.time_axes,
         padding_masks=data.padding_masks,
         problems=[problem] if problem else [],

@@ -84,6 +84,17 @@ class TestTolerances:
     def test_a_missing_output_gets_the_float32_default(self) -> None:
         assert tolerances(EXPECTED, {}) == dict.fromkeys(EXPECTED, DEFAULT_TOLERANCES["float32"])
 
+    def test_a_runtime_computing_in_bf16_is_held_to_bf16(self) -> None:
+        """OpenVINO's default inference precision is bf16 on CPUs with AVX512-BF16, behind float32 outputs."""
+        actual = {"Y": np.zeros(1, np.float32), "Y_h": np.zeros(1, np.float16), "Y_c": np.zeros(1, np.float32)}
+        expected = {**EXPECTED, "Y_c": np.zeros(1)}
+        chosen = tolerances(expected, actual, lambda name: TOL if name == "Y_c" else None, computed_in="bfloat16")
+        assert chosen == {"Y": DEFAULT_TOLERANCES["bfloat16"], "Y_h": DEFAULT_TOLERANCES["bfloat16"], "Y_c": TOL}
+
+    def test_computing_in_a_more_precise_dtype_changes_nothing(self) -> None:
+        actual = {"Y": np.zeros(1, np.float16)}
+        assert tolerances({"Y": np.zeros(1)}, actual, computed_in="float32") == {"Y": DEFAULT_TOLERANCES["float16"]}
+
 
 class _Session:
     def __init__(self, result: Mapping[str, Any] | Exception) -> None:
