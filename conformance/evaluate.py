@@ -8,7 +8,7 @@ into ``xfail`` and a pass into ``xpass``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,13 @@ def tolerances(
 
 
 _PRECISION = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}  # by tolerance: bf16 the loosest
+
+
+def least_precise(dtypes: Iterable[str | None]) -> str | None:
+    """The floating dtype of ``dtypes`` with the loosest tolerance (bfloat16 before float16 before float32),
+    or None when there is none: what ``tolerances(computed_in=...)`` takes for a model of mixed precision."""
+    known = [d for d in dtypes if d in _PRECISION]
+    return min(known, key=_PRECISION.__getitem__) if known else None
 
 
 def judge(

@@ -284,9 +284,8 @@ def _intent(
 
 
 def _rejected(results: Sequence[Result], label: str) -> bool:
-    return any(
-        r.shape is not None and r.message.startswith(f"the model rejects this input ({label})") for r in results
-    ) or any(r.message.startswith(f"the model rejects this input ({label})") for r in results)
+    """Whether the model rejected the input set ``label`` on the reference too (judging marks it)."""
+    return any(r.detail.get("rejected_input") == label for r in results)
 
 
 def _fold_not_exercised(results: list[Result]) -> list[Result]:

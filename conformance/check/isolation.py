@@ -13,6 +13,8 @@ from conformance.check.model import CheckOptions, InputSet
 from conformance.records import Result, model_result
 from conformance.status import ERROR
 
+LOST = "worker_lost"  # detail key of the record standing in for a worker that crashed or timed out
+
 
 def in_worker(work: Any, model: str, runtime_id: str, timeout: float) -> list[Result]:
     """``work()`` (one runtime's results) in a forked worker process, so that a runtime that aborts the
@@ -54,11 +56,11 @@ def in_worker(work: Any, model: str, runtime_id: str, timeout: float) -> list[Re
         raise value
     if kind == "timeout":
         message = f"{runtime_id} did not finish within {timeout:g} s; its worker was killed (--timeout)"
-        return [model_result(model, runtime_id, "timeout", message)]
+        return [model_result(model, runtime_id, "timeout", message, detail={LOST: "timeout"})]
     last = next((line.strip() for line in reversed(said.splitlines()) if line.strip()), "")
     words = f"; its last words: {last[:300]}" if last else ""
     message = f"{runtime_id} crashed the worker process ({_ended(process)}){words}"
-    return [model_result(model, runtime_id, ERROR, message)]
+    return [model_result(model, runtime_id, ERROR, message, detail={LOST: "crashed"})]
 
 
 def isolated_runtime(
@@ -67,17 +69,22 @@ def isolated_runtime(
     """One runtime in one worker; when that worker dies, each input set again in a worker of its own, so
     a crash costs only the inputs that cause it."""
     results = in_worker(work, model, runtime_id, options.timeout)
-    lost = len(results) == 1 and results[0].status in (ERROR, "timeout") and "worker" in results[0].message
-    if not lost or len(input_sets) < 2:
+    if not _lost(results) or len(input_sets) < 2:
         return results
     retried: list[Result] = []
     for input_set in input_sets:
         one = in_worker(lambda input_set=input_set: work([input_set]), model, runtime_id, options.timeout)
-        if len(one) == 1 and one[0].status in (ERROR, "timeout") and "worker" in one[0].message:
+        if _lost(one):
             one = [model_result(model, runtime_id, one[0].status, f"at {input_set.label}: {one[0].message}",
-                                label=input_set.label, shape=dict(input_set.sizes) or None)]  # fmt: skip
+                                label=input_set.label, shape=dict(input_set.sizes) or None,
+                                detail=dict(one[0].detail))]  # fmt: skip
         retried += one
     return retried
+
+
+def _lost(results: Sequence[Result]) -> bool:
+    """Whether ``results`` is the one record of a worker that crashed or timed out (``in_worker`` marks it)."""
+    return len(results) == 1 and LOST in results[0].detail
 
 
 def _said(errors: Any) -> str:

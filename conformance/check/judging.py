@@ -134,13 +134,14 @@ def _check_input(
             return [model_result(name, runtime_id, SKIP, message, label=label, **facts)]
         if reference.outputs is None:  # the reference rejects it too: the model cannot take this input
             message = f"the model rejects this input ({label}): the reference fails too ({reference.error})"
+            rejected = {"rejected_input": label}  # read by the check's causes
             if not input_set.probed:  # sizes the user chose, or the only ones the model declares: not a fault
-                return [model_result(name, runtime_id, SKIP, message, label=label, **facts)]
+                return [model_result(name, runtime_id, SKIP, message, label=label, detail=rejected, **facts)]
             message += (
                 "; the model declares these dims dynamic and the probe found them mapping onto the LSTM's "
                 "sequence or batch axis, so a size it cannot take is a fault of the export"
             )
-            return [model_result(name, runtime_id, FAIL, message, label=label, **facts)]
+            return [model_result(name, runtime_id, FAIL, message, label=label, detail=rejected, **facts)]
         nodes = [site.node for site in instrumented.sites]
         return _uninstrumented(runtime_id, plain, name, nodes, input_set, reference, error, options, facts)
     blind = _evaluator_blind_spots(runtime_id, captures)
@@ -236,28 +237,15 @@ def _compare_outputs(
     if not expected:
         return evaluate.Verdict(PASS, f"the model's outputs are empty at {label}, on the runtime and the reference")
     judged: dict[str, Any] = {k: actual.get(k) for k in expected}
-    allowed = evaluate.tolerances(expected, judged, lambda _name: options.tolerance or _compute_tolerance(nodes))
+    # A float16 model with float32 inputs and outputs computes in float16: its outputs carry float16 error.
+    computed_in = evaluate.least_precise(n.dtype for n in nodes)
+    allowed = evaluate.tolerances(expected, judged, lambda _name: options.tolerance, computed_in=computed_in)
     axes = {k: 0 if v.ndim else None for k, v in expected.items()}  # errors per step along the first axis
     verdict = evaluate.judge(judged, expected, allowed, time_axes=axes, where=f"at {label}")
     if verdict.status == PASS:
         message = f"the model's outputs ({', '.join(expected)}) match the whole-model reference at {label}"
         return dataclasses.replace(verdict, message=message)
     return verdict
-
-
-_PRECISION = ("float16", "bfloat16", "float32", "float64")
-
-
-def _compute_tolerance(nodes: Sequence[LSTMNode]) -> Tolerance | None:
-    """The tolerance of the model's least precise LSTM (a float16 model with float32 inputs and outputs
-    computes in float16: its outputs carry float16 error); None when the outputs' own dtype decides."""
-    from conformance.compare import default_tolerance
-
-    dtypes = [n.dtype for n in nodes if n.dtype in _PRECISION]
-    if not dtypes:
-        return None
-    least = min(dtypes, key=_PRECISION.index)
-    return default_tolerance(least) if least in ("float16", "bfloat16") else None
 
 
 def _evaluator_blind_spots(runtime_id: str, captures: Captures) -> dict[str, str]:

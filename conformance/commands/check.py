@@ -161,15 +161,13 @@ def _render(
 def _refuse_overwriting_inputs(args: argparse.Namespace) -> None:
     """No report may be written over the model or a file the check reads."""
     from conformance.commands.output import refuse_overwrites, report_files
+    from conformance.graph.inputs import feed_file
 
     protected = {args.model: "the model"}
     if args.weights:
         protected[args.weights] = "the trained weights"
     protected.update({path: "an --inputs file" for path in args.inputs})
-    for text in args.feed:
-        value = text.partition("=")[2].strip()
-        if value.endswith(".npy"):
-            protected[Path(value)] = "a --feed file"
+    protected.update({path: "a --feed file" for path in map(feed_file, args.feed) if path is not None})
     refuse_overwrites(report_files(args), protected)
 
 

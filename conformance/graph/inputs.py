@@ -30,6 +30,7 @@ __all__ = [
     "GraphInput",
     "InputRoles",
     "dim_keys",
+    "feed_file",
     "parse_dim",
     "parse_feed",
     "read_inputs",
@@ -243,6 +244,12 @@ def parse_dim(text: str, inputs: Sequence[GraphInput]) -> tuple[str, tuple[int, 
     raise BadInputError(f"--dim {text}: the model has no symbolic dim {key!r}; its symbolic dims: {listed}")
 
 
+def feed_file(text: str) -> Path | None:
+    """The ``.npy`` file a ``--feed NAME=path.npy`` reads, or None for a value."""
+    value = text.partition("=")[2].strip()
+    return Path(value) if value.endswith(".npy") else None
+
+
 def parse_feed(text: str, inputs: Sequence[GraphInput]) -> FeedValue:
     """``--feed NAME=VALUE`` (a number or true/false, filling the input) or ``--feed NAME=path.npy``."""
     name, sep, value = text.partition("=")
@@ -254,8 +261,9 @@ def parse_feed(text: str, inputs: Sequence[GraphInput]) -> FeedValue:
         raise BadInputError(f"--feed {text}: the model has no input {name!r}; its inputs: {', '.join(by_name)}")
     graph_input = by_name[name]
     dtype = np.dtype(graph_input.dtype)
-    if value.endswith(".npy") or Path(value).suffix == ".npy":
-        return _feed_file(text, graph_input, Path(value))
+    path = feed_file(text)
+    if path is not None:
+        return _feed_file(text, graph_input, path)
     if dtype.kind == "b":
         if value.lower() not in ("true", "false", "1", "0"):
             raise BadInputError(f"--feed {text}: input {name!r} is bool; give true or false")
