@@ -117,7 +117,8 @@ def run_lane(lane: Lane, context: LaneContext) -> Result:
     data = context.data(case)
     artifact: Artifact | None = None
     facts: dict[str, Any] = {"settings": runtime.settings()}
-    expectation = case.expectation(lane.exporter, lane.runtime)
+    computed_in = facts["settings"].get("tolerance_dtype")
+    expectation = case.expectation(lane.exporter, lane.runtime, computed_in=computed_in)
 
     def settled(verdict: evaluate.Verdict) -> Result:
         status, message, expected = evaluate.settle(verdict, expectation)
@@ -151,7 +152,6 @@ def run_lane(lane: Lane, context: LaneContext) -> Result:
         facts["duration_s"] = round(time.perf_counter() - start, 4)
         return lane.result(SKIP, "accuracy not checked (--latency-only)", **facts)
     problem = evaluate.placement_problem(lane.runtime, runtime.required_provider, placement)
-    computed_in = facts["settings"].get("tolerance_dtype")
     if computed_in in ("bfloat16", "float16"):  # say so: the lane is held to the precision it computes in
         facts["detail"] = {"judged_at": f"{computed_in} tolerance: {lane.runtime} computes in {computed_in}"}
     verdict = evaluate.judge(

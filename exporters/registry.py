@@ -193,11 +193,27 @@ def export(
             os.replace(work, keep)
             return Artifact(exporter_id, OK, path=keep / "model.onnx", meta=meta)
         (work / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        shutil.rmtree(entry, ignore_errors=True)
-        os.replace(work, entry)  # atomic publish: a reader sees the whole entry or none
+        _publish(work, entry)
         return Artifact(exporter_id, OK, path=entry / "model.onnx", meta=meta)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _publish(work: Path, entry: Path) -> None:
+    """Move ``work`` to ``entry`` atomically: a reader sees the whole entry or none.
+
+    Another worker may have published the same key meanwhile (both missed the cache); its entry is
+    complete and may be open in a lane right now, so it is kept, never removed and replaced. Only an
+    entry without its files (a crash between writes of an older version) is replaced.
+    """
+    try:
+        os.rename(work, entry)  # fails when entry exists and is not empty
+        return
+    except OSError:
+        if _read_cache(entry, "") is not None:
+            return
+    shutil.rmtree(entry, ignore_errors=True)
+    os.replace(work, entry)
 
 
 def _read_cache(entry: Path, exporter_id: str) -> Artifact | None:

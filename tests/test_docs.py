@@ -86,3 +86,20 @@ class TestWorkflow:
         assert (args.junit, args.html, args.json) == ("results/junit.xml", "results/report.html", "results/check.json")
         assert args.markdown == "$GITHUB_STEP_SUMMARY"
         assert "results/junit.xml" in self.text.split("mikepenz/action-junit-report@v5")[1]
+
+
+class TestSemantics:
+    """Every expected divergence that cites a row of reference/SEMANTICS.md cites one that exists."""
+
+    def test_each_cited_row_is_a_row_of_a_semantics_table(self) -> None:
+        semantics = (REPO / "reference" / "SEMANTICS.md").read_text()
+        rows = {
+            line.strip("|").split("|")[0].strip().replace("`", "")
+            for line in semantics.splitlines()
+            if line.startswith("| ") and not line.startswith("| Question")
+        }
+        cited: set[str] = set()
+        for suite in sorted((REPO / "cases").glob("*.toml")):
+            cited |= set(re.findall(r"SEMANTICS\.md, row '([^']+)'", suite.read_text()))
+        assert cited, "no case file cites a SEMANTICS.md row"
+        assert sorted(cited - rows) == []

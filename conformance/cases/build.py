@@ -55,7 +55,8 @@ TABLE_FIELDS: dict[str, dict[str, type]] = {
     },
     "export": {"seq_len": int, "batch": int, "opset": int, "layout": int, "dynamic": bool},
 }  # fmt: skip
-EXPECT_KEYS = ("reason", "runtime", "exporter", "output", "status", "reference", "when")
+EXPECT_KEYS = ("reason", "runtime", "exporter", "output", "status", "reference", "computed_in", "when")
+COMPUTED_IN = ("float32", "bfloat16", "float16", "float64")
 
 
 def dotted_key(dotted: str, where: Where, path: tuple[str, ...]) -> tuple[str, str]:
@@ -318,9 +319,16 @@ def _expectation(
     path = ("expect", str(index))
     where.expect_type(item, dict, path)
     where.check_keys(item, EXPECT_KEYS, path)
-    for key in ("reason", "runtime", "exporter", "output", "status", "reference"):
+    for key in ("reason", "output", "status", "reference", "computed_in"):
         if key in item:
             where.expect_type(item[key], str, (*path, key))
+    for key in ("runtime", "exporter"):  # a glob, or a list of globs (any of them)
+        if key in item and not isinstance(item[key], str):
+            where.expect_type(item[key], list, (*path, key))
+            if not item[key] or not all(isinstance(v, str) for v in item[key]):
+                where.fail((*path, key), "expected a glob or a non-empty list of globs")
+    if "computed_in" in item and item["computed_in"] not in COMPUTED_IN:
+        where.fail((*path, "computed_in"), f"expected one of {', '.join(COMPUTED_IN)}, got {item['computed_in']!r}")
     if not item.get("reason", "").strip():
         where.fail((*path, "reason"), "missing: say why the lane diverges")
     status = item.get("status", "fail")
@@ -332,8 +340,10 @@ def _expectation(
         ("output", lambda p: any(fnmatch.fnmatchcase(o, p) for o in outputs), lambda _: ", ".join(outputs)),
     )
     for key, known, listing in checks:
-        if not known(item.get(key, "*")):
-            where.fail((*path, key), f"{item[key]!r} matches no known {key}; known: {listing(item[key])}")
+        value = item.get(key, "*")
+        for pattern in [value] if isinstance(value, str) else value:
+            if not known(pattern):
+                where.fail((*path, key), f"{pattern!r} matches no known {key}; known: {listing(pattern)}")
     when = item.get("when", {})
     where.expect_type(when, dict, (*path, "when"))
     for dotted, wanted in when.items():
@@ -343,7 +353,8 @@ def _expectation(
             value = _DEFAULTS[table].get(key)
         if not (value == wanted or (isinstance(wanted, list) and value in wanted)):
             return None
-    return Expectation(**{k: v for k, v in item.items() if k != "when"})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in item.items() if k != "when"}
+    return Expectation(**fields)
 
 
 _UNSET = object()

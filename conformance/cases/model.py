@@ -83,23 +83,34 @@ class Expectation:
     """An expected divergence: lanes it matches (globs) may fail or error with this reason."""
 
     reason: str
-    runtime: str = "*"
-    exporter: str = "*"
+    runtime: str | tuple[str, ...] = "*"  # a glob, or globs of which any may match
+    exporter: str | tuple[str, ...] = "*"
     output: str = "*"
     status: str = "fail"  # "fail" or "error"
     reference: str | None = None  # upstream issue URL or document
+    # Only when the runtime computes in this dtype (its settings' tolerance_dtype; float32 when it says
+    # nothing): a divergence smaller than bfloat16's tolerance shows at float32 only.
+    computed_in: str | None = None
 
-    def matches(self, exporter_id: str, runtime_id: str, output: str | None = None) -> bool:
-        """Whether this expectation applies to the lane (and to ``output``, when given)."""
+    def matches(
+        self, exporter_id: str, runtime_id: str, output: str | None = None, computed_in: str | None = None
+    ) -> bool:
+        """Whether this expectation applies to the lane (and to ``output``, when given; and to a runtime
+        computing in ``computed_in``, when given)."""
         return (
-            fnmatch.fnmatchcase(exporter_id, self.exporter)
-            and fnmatch.fnmatchcase(runtime_id, self.runtime)
+            _any_glob(exporter_id, self.exporter)
+            and _any_glob(runtime_id, self.runtime)
             and (output is None or fnmatch.fnmatchcase(output, self.output))
+            and (self.computed_in is None or (computed_in or "float32") == self.computed_in)
         )
 
     def covers(self, outputs: Iterable[str]) -> bool:
         """Whether every output in ``outputs`` (the failing ones) is one this expectation names."""
         return all(fnmatch.fnmatchcase(name, self.output) for name in outputs)
+
+
+def _any_glob(value: str, globs: str | tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(value, g) for g in ((globs,) if isinstance(globs, str) else globs))
 
 
 class OutputTolerances(Mapping[str, Tolerance]):
@@ -160,9 +171,11 @@ class Case:
     def option_values(self) -> dict[str, Any]:
         return self.export.option_values(self.inputs)
 
-    def expectation(self, exporter_id: str, runtime_id: str, output: str | None = None) -> Expectation | None:
+    def expectation(
+        self, exporter_id: str, runtime_id: str, output: str | None = None, computed_in: str | None = None
+    ) -> Expectation | None:
         """The first expected divergence that matches the lane, or ``None``."""
-        return next((e for e in self.expect if e.matches(exporter_id, runtime_id, output)), None)
+        return next((e for e in self.expect if e.matches(exporter_id, runtime_id, output, computed_in)), None)
 
     def features(self) -> tuple[str, ...]:
         """Short labels for reports and ``-k``: what this case exercises beyond a plain LSTM."""

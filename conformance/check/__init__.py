@@ -23,7 +23,7 @@ from typing import Any
 import onnx
 
 from conformance.check.input_sets import fixed_first, input_sets_for, user_input_set, within_budget
-from conformance.check.isolation import in_worker, isolated_runtime
+from conformance.check.isolation import in_worker, runtimes_in_workers, worker_slots
 from conformance.check.judging import check_runtime, open_session
 from conformance.check.model import (
     DEFAULT_BATCHES,
@@ -55,6 +55,7 @@ from conformance.graph.inputs import (
     roles,
 )
 from conformance.records import Result, weights_result
+from conformance.runtimes.base import fork_hazard
 from conformance.status import FAIL, NOT_EXERCISED, PASS, SKIP
 from exporters.errors import BadInputError
 
@@ -135,6 +136,7 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
         weights_finite(model_path, reference)
         if trained is not None:
             report.results.append(_intent(model_path, model, trained, nodes, reference))
+        jobs = []
         for runtime in runtimes:
 
             def work(sets: Sequence[InputSet] | None = None, runtime: Any = runtime) -> list[Result]:
@@ -142,13 +144,23 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
                     runtime, model_path, model, instrumented, instrumented_path, report, reference, options, sets
                 )
 
-            report.results += isolated_runtime(work, report.input_sets, model_path.name, runtime.id, options)
+            hazard = fork_hazard(runtime)
+            if hazard:
+                report.notes.append(f"{runtime.id} ran in this process, not in a worker: {hazard}")
+            jobs.append((runtime.id, work, hazard))
+        by_runtime = runtimes_in_workers(jobs, report.input_sets, model_path.name, options, worker_slots())
+        for runtime in runtimes:  # in the order the runtimes are listed, whatever order they finished in
+            report.results += by_runtime[runtime.id]
         if stream is not None:
             from conformance.streaming import run_stream
 
+            by_id = {r.id: r for r in runtimes}
+
             report.results += run_stream(
                 stream, model_path, model, report.input_sets[0], runtimes, options, open_session,
-                lambda work, runtime_id: in_worker(work, model_path.name, runtime_id, options.timeout),
+                lambda work, runtime_id: in_worker(
+                    work, model_path.name, runtime_id, options.timeout, fork_hazard(by_id[runtime_id])
+                ),
             )  # fmt: skip
     except KeyboardInterrupt as stop:
         report.stopped = stop

@@ -55,13 +55,19 @@ def check_runtime(
     reason = runtime.unavailable()
     if reason:
         return [model_result(name, runtime_id, SKIP, reason)]
+    plain = _PlainSession(runtime, model_path)
     try:
         session = open_session(runtime, instrumented_path)
-    except Exception as exc:
-        return [model_result(name, runtime_id, ERROR, f"{runtime_id} could not load the model: {describe_error(exc)}")]
+    except Exception as exc:  # the copy that returns the nodes' tensors: is it the copy, or the model?
+        copy_error = describe_error(exc)
+        try:
+            plain.session = open_session(runtime, model_path)
+        except Exception as plain_exc:
+            message = f"{runtime_id} could not load the model: {describe_error(plain_exc)}"
+            return [model_result(name, runtime_id, ERROR, message)]
+        session = _UnloadedCopy(copy_error, plain.session)
     settings = runtime.settings()
     results: list[Result] = []
-    plain = _PlainSession(runtime, model_path)
     try:
         for input_set in report.input_sets if input_sets is None else input_sets:
             results += _check_input(
@@ -75,6 +81,24 @@ def check_runtime(
     if problem:  # the LSTM ran on another provider: none of these verdicts is a result of this runtime
         results = [r.with_status(FAIL, f"{problem}\n\n{r.message}") if r.status != SKIP else r for r in results]
     return results
+
+
+class _UnloadedCopy:
+    """Stands in for the instrumented copy that the runtime could not load although it loads the model:
+    every run fails with the load error, so each input set is judged on the model alone."""
+
+    def __init__(self, error: str, plain: Any) -> None:
+        self.error, self.plain = error, plain
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        raise RuntimeError(f"it cannot load that copy: {self.error}")
+
+    def placement(self) -> dict[str, str]:
+        placement: dict[str, str] = self.plain.placement()
+        return placement
+
+    def close(self) -> None:
+        pass
 
 
 class _PlainSession:
@@ -184,8 +208,8 @@ def _uninstrumented(
     facts: Mapping[str, Any],
 ) -> list[Result]:
     """The runtime failed on the instrumented copy: run the user's model itself, so the whole model is
-    still judged, and say why the nodes were not. When the reference could not run the copy either, the
-    capture itself is at fault (a skip, with the reason); otherwise this runtime is (an error)."""
+    still judged, and say why the nodes were not (a skip with the reason: the user's model is what the
+    runtime is asked to run, and it is judged)."""
     label = input_set.label
     assert reference.outputs is not None
     try:
@@ -202,10 +226,13 @@ def _uninstrumented(
                 "different iterations cannot be captured (conformance/graph/instrument.py); the whole model is judged"
             ),
         )
-    else:
+    else:  # the runtime computes the user's model (judged below); only our copy of it is beyond it
         status, why = (
-            ERROR,
-            (f"{runtime_id} runs the model but not the copy that returns each LSTM node's tensors ({error})"),
+            SKIP,
+            (
+                f"{runtime_id} runs the model but not the copy that returns each LSTM node's tensors ({error}); "
+                "the whole model is judged"
+            ),
         )
     results = []
     for node in nodes:

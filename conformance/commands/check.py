@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conformance.commands.options import integer, integers, number, size
+from conformance.commands.options import add_ep_library, apply_ep_libraries, integer, integers, number, size
 from conformance.commands.output import add_report_options
 from exporters.errors import BadInputError
 
@@ -55,6 +55,7 @@ def add_parser(sub: Any) -> None:
         metavar="MODULE:ATTR",
         help="compare with your PyTorch module instead of the reference (for graphs check cannot map)",
     )
+    add_ep_library(p)
     add_report_options(p)
 
 
@@ -62,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
     from conformance import check
     from conformance.diffs import Tolerance
 
+    apply_ep_libraries(args.ep_library)
     if (args.atol is None) != (args.rtol is None):
         raise BadInputError("--atol and --rtol are given together")
     tolerance = Tolerance(args.atol, args.rtol) if args.atol is not None else None

@@ -64,3 +64,23 @@ def size(text: str) -> int:
     if not math.isfinite(value) or value * _UNITS[unit] < 2**20 or value * _UNITS[unit] > 2**50:
         raise argparse.ArgumentTypeError(f"expected a size from 1M to 1024T, got {text!r}")
     return int(value * _UNITS[unit])
+
+
+def add_ep_library(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ep-library", action="append", default=[], metavar="NAME=PATH",
+        help="an ONNX Runtime plugin execution provider library to load (NAME: the EP, such as "
+        "OpenVINOExecutionProvider); its devices become runtime ort-<name> (repeatable)",
+    )  # fmt: skip
+
+
+def apply_ep_libraries(entries: list[str]) -> None:
+    """Check each ``--ep-library NAME=PATH`` (bad input: exit 2 naming it) and hand them to the runtime
+    registry and the worker processes through the environment."""
+    if not entries:
+        return
+    import os
+
+    from conformance.runtimes.ort_plugin_ep import EP_LIBRARIES_ENV, ep_libraries_env
+
+    os.environ[EP_LIBRARIES_ENV] = ep_libraries_env(entries)

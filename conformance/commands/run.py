@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conformance.commands.options import integer, number
+from conformance.commands.options import add_ep_library, apply_ep_libraries, integer, number
 from conformance.commands.output import add_report_options
 from conformance.stopping import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, on_sigterm
 from exporters.errors import BadInputError
@@ -39,6 +39,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--baseline", default="ort-cpu", metavar="RUNTIME", help="latency speed-up baseline (default ort-cpu)"
     )
+    add_ep_library(p)
     add_report_options(p, json=False)
 
 
@@ -49,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
     from conformance.runtimes import runtime_ids
     from exporters.registry import exporter_ids
 
+    apply_ep_libraries(args.ep_library)
     resume = Path(args.resume) if args.resume else None
     settings = run_folder.selection(vars(args), resume)
     suites = settings["suite"] or [DEFAULT_SUITE]

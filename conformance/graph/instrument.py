@@ -218,13 +218,23 @@ def _outer(node: onnx.NodeProto, export: _Export, names: _Names, extra_rank: int
 
 
 def _placeholder(graph: onnx.GraphProto, export: _Export, names: _Names, path: str) -> str:
-    """An empty tensor (a False/zero scalar at rank 0) standing in for a value of the other branch."""
+    """An empty tensor (a False/zero scalar at rank 0) standing in for a value of the other branch.
+
+    Made by ConstantOfShape, not as an empty Constant: OpenVINO reads an empty Constant as a scalar, so the
+    If's output would have a dynamic rank, which its CPU plugin refuses to compile.
+    """
     if export.elem is None:
         raise GraphError(f"cannot tell the element type of the LSTM tensors inside If {path}; declare the types")
     name = names.fresh(f"{export.name}_absent")
-    dims = [0] * export.rank
-    tensor = helper.make_tensor("", export.elem, dims, [] if dims else [0])
-    graph.node.append(helper.make_node("Constant", [], [name], value=tensor))
+    if export.rank == 0:
+        tensor = helper.make_tensor("", export.elem, [], [0])
+        graph.node.append(helper.make_node("Constant", [], [name], value=tensor))
+        return name
+    shape = names.fresh(f"{export.name}_absent_shape")
+    dims = helper.make_tensor("", onnx.TensorProto.INT64, [export.rank], [0] * export.rank)
+    graph.node.append(helper.make_node("Constant", [], [shape], value=dims))
+    zero = helper.make_tensor("", export.elem, [1], [0])
+    graph.node.append(helper.make_node("ConstantOfShape", [shape], [name], value=zero))
     return name
 
 

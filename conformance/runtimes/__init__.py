@@ -21,6 +21,7 @@ __all__ = [
     "BUILTIN_RUNTIMES",
     "EXTRA_ENV",
     "ORT_PROVIDERS",
+    "PLUGIN_EP_VARIANT_IDS",
     "BuiltinRuntime",
     "Runtime",
     "Session",
@@ -54,15 +55,21 @@ class BuiltinRuntime:
 
 _ORT = "conformance.runtimes.onnxruntime_runtime"
 _TORCH = "conformance.runtimes.torch_runtime:TorchRuntime"
+_OPENVINO = "conformance.runtimes.openvino_runtime:OpenVinoRuntime"
 BUILTIN_RUNTIMES: tuple[BuiltinRuntime, ...] = (
     BuiltinRuntime("reference", "conformance.runtimes.reference_runtime:ReferenceRuntime"),
     BuiltinRuntime("ort-cpu", f"{_ORT}:OrtRuntime", ("CPUExecutionProvider", "all")),
     BuiltinRuntime("ort-cpu-noopt", f"{_ORT}:OrtRuntime", ("CPUExecutionProvider", "noopt")),
     BuiltinRuntime("ort-cuda", f"{_ORT}:OrtRuntime", ("CUDAExecutionProvider", "all")),
     BuiltinRuntime("ort-*", f"{_ORT}:discover"),  # every other compute provider this onnxruntime has
+    # onnxruntime-ep-* packages and --ep-library entries: ort-<ep> (and ort-<ep>-auto, see EP_VARIANTS)
+    BuiltinRuntime("ort-*", "conformance.runtimes.ort_plugin_ep:discover"),
     BuiltinRuntime("torch-cpu", _TORCH, ("cpu",)),
     BuiltinRuntime("torch-cuda", _TORCH, ("cuda",)),
     BuiltinRuntime("onnx-reference", "conformance.runtimes.onnx_reference:OnnxReferenceRuntime"),
+    BuiltinRuntime("openvino-cpu", _OPENVINO, ("f32",)),
+    BuiltinRuntime("openvino-cpu-auto", _OPENVINO, ("auto",)),
+    BuiltinRuntime("tract", "conformance.runtimes.tract_runtime:TractRuntime"),
 )
 
 # Short names (``ort-<name>``) of the ONNX Runtime execution providers that compute graph nodes, whether
@@ -73,6 +80,11 @@ ORT_PROVIDERS = (
     "acl", "armnn", "cann", "coreml", "cpu", "cuda", "dml", "dnnl", "js", "migraphx", "nnapi", "nvtensorrtrtx",
     "openvino", "qnn", "rknpu", "rocm", "snpe", "tensorrt", "tvm", "vitisai", "vsinpu", "webgpu", "webnn", "xnnpack",
 )  # fmt: skip
+
+
+# Plugin-EP lanes beyond ``ort-<provider>``: the "-auto" variants of ort_plugin_ep.EP_VARIANTS (the EP's
+# default precision), nameable in case files whether or not the package is installed.
+PLUGIN_EP_VARIANT_IDS = ("ort-openvino-auto",)
 
 
 class UnknownRuntimeError(BadInputError):
@@ -92,7 +104,8 @@ def declared_runtime_ids() -> list[str]:
 def nameable_runtime_ids() -> list[str]:
     """Every id a case file may name: :func:`declared_runtime_ids` and ``ort-<provider>`` for each provider."""
     declared = declared_runtime_ids()
-    return declared + [f"ort-{p}" for p in ORT_PROVIDERS if f"ort-{p}" not in declared]
+    providers = [f"ort-{p}" for p in ORT_PROVIDERS] + list(PLUGIN_EP_VARIANT_IDS)
+    return declared + [runtime_id for runtime_id in providers if runtime_id not in declared]
 
 
 def is_nameable(pattern: str) -> bool:

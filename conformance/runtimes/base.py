@@ -48,3 +48,13 @@ class Runtime(Protocol):
         """Configuration that shapes results and latency (threads, provider options, ...)."""
 
     def open(self, artifact: Artifact | None, model: Model, weights: AnyWeights) -> Session: ...
+
+
+def fork_hazard(runtime: Any) -> str | None:
+    """Why a worker forked from this process now could not run ``runtime`` (a thread pool its library
+    started here does not exist in the child, which then waits on it for ever), or ``None``.
+
+    Runtimes may define ``fork_hazard()``; those that do not are fork-safe.
+    """
+    hazard = getattr(runtime, "fork_hazard", None)
+    return hazard() if callable(hazard) else None

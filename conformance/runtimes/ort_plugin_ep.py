@@ -269,9 +269,16 @@ def one_line(text: str) -> str:
     return f"{head} {reasons[-1].rpartition('CALLBACK HAS THROWN:')[2].strip()}".strip()
 
 
+# EPs that created a session in this process: their libraries may run thread pools here (the OpenVINO EP
+# does), and a worker forked from this process would deadlock in its first session (measured).
+_SESSIONS_HERE: set[str] = set()
+
+
 class PluginEpSession:
     def __init__(self, path: str, ep_name: str, devices: list[Any], options: Mapping[str, str]) -> None:
         import onnxruntime as ort
+
+        _SESSIONS_HERE.add(ep_name)
 
         ort.set_default_logger_severity(4)  # errors come back as exceptions
         session_options = ort.SessionOptions()
@@ -335,6 +342,13 @@ class PluginEpRuntime:
         self.id = f"ort-{ep_short_name(ep_name)}{self.variant.suffix}"
         self.required_provider: str | None = ep_name
         self.description = f"ONNX Runtime, {ep_name} plugin EP ({library.source}), precision: {self.variant.precision}"
+
+    def fork_hazard(self) -> str | None:
+        if self.ep_name in _SESSIONS_HERE:
+            return (
+                f"{self.ep_name} ran a session in this process, so a forked worker could wait for ever on its threads"
+            )
+        return None
 
     def _devices(self) -> list[Any]:
         register(self.library)

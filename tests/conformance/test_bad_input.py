@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conformance.cases import CaseError, available_suites
 from conformance.cli import main
-from conformance.runtimes import runtime_ids
+from conformance.runtimes import declared_runtime_ids, runtime_ids
 from exporters.importers import DEFAULT_MAX_TENSOR_BYTES, ModelImportError, load_onnx
 from exporters.registry import exporter_ids
 from reference.weights import from_torch_state_dict, save
@@ -156,7 +156,7 @@ class TestCaseFiles:
         line = self.suite(CASE + MODEL + INPUTS + 'runtimes = ["refrence"]\n', capsys)
         assert line == (
             "error: suite.toml:7: runtimes: unknown runtime 'refrence' (did you mean 'reference'?); "
-            f"known: {', '.join(runtime_ids())}"
+            f"known: {', '.join(declared_runtime_ids())}"
         )
 
     def test_unknown_exporter_suggests_the_closest(self, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ import pytest
 from conformance.cases import CaseError, InputSpec, Tolerance, available_suites, load_suite, loads_suite
 from conformance.cases.load import MAX_MATRIX_CASES, MAX_SUITE_CASES
 from conformance.cases.locate import MAX_TOML_DEPTH
-from conformance.runtimes import declared_runtime_ids
+from conformance.runtimes import declared_runtime_ids, nameable_runtime_ids
 from exporters.base import ExportOptions
 from exporters.registry import exporter_ids
 from reference.config import LMConfig, LSTMConfig
@@ -33,7 +33,7 @@ class TestPackagedSuites:
             assert case.suite == name
             assert case.source.startswith(f"cases/{name}.toml:")
             assert set(case.exporters) <= set(exporter_ids())
-            assert set(case.runtimes) <= set(declared_runtime_ids())
+            assert set(case.runtimes) <= set(nameable_runtime_ids())
             assert case.description
             ExportOptions(**case.option_values())  # the harness's call must accept every key
 

@@ -158,3 +158,24 @@ class TestAuto:
         runtime = OpenVinoRuntime("auto")
         session = runtime.open(artifact, CONFIG, generate(CONFIG, seed=1))
         assert_within(session.run(feeds), expected, runtime.settings()["tolerance_dtype"])
+
+
+@needs_openvino
+class TestForkHazard:
+    """Once OpenVINO compiled a model in this process, ``check`` must not fork a worker into its thread
+    pool: the child deadlocked in its first compile (measured; an ov::threading::ITaskExecutor wait)."""
+
+    def test_check_runs_openvino_here_and_says_so(self, case: Any) -> None:
+        from conformance.check import CheckOptions, run_check
+        from conformance.runtimes.openvino_runtime import OpenVinoSession
+
+        artifact, _, _ = case
+        assert artifact.path is not None
+        OpenVinoSession(str(artifact.path), "f32").close()  # the thread pool now runs in this process
+        assert OpenVinoRuntime().fork_hazard() is not None
+        report = run_check(artifact.path, CheckOptions(runtimes=["openvino-cpu"], timeout=60))
+        assert "openvino-cpu ran in this process, not in a worker: OpenVINO compiled a model in this process" in (
+            "\n".join(report.notes)
+        )
+        assert {r.status for r in report.results} == {"pass"}
+        assert not [r for r in report.results if r.status == "timeout"]

@@ -357,3 +357,74 @@ class TestOpenVinoEp:
         assert profile_dir is not None and Path(profile_dir).is_dir()
         session.close()
         assert not Path(profile_dir).exists()
+
+
+class TestCommandLine:
+    """``--ep-library`` on ``run`` and ``check``: bad input is exit 2 naming the entry; a good one is a lane."""
+
+    @pytest.mark.parametrize("command", [["run", "--suite", "smoke"], ["check", "model.onnx"]])
+    def test_a_missing_library_is_bad_input(
+        self, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from conformance.cli import main
+
+        monkeypatch.setenv(EP_LIBRARIES_ENV, "")  # restored after the test: main() sets it
+        missing = tmp_path / "libgone.so"
+        assert main([*command, "--ep-library", f"GoneExecutionProvider={missing}"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: --ep-library GoneExecutionProvider={missing}: no such file: {missing}\n"
+
+    def test_a_file_that_is_not_an_ep_is_bad_input(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from conformance.cli import main
+
+        monkeypatch.setenv(EP_LIBRARIES_ENV, "")  # restored after the test: main() sets it
+        library = a_shared_library_that_is_not_an_ep()
+        assert main(["check", "model.onnx", "--ep-library", f"X={library}"]) == 2
+        assert capsys.readouterr().err == (
+            f"error: --ep-library X={library}: {library} is not an ONNX Runtime plugin EP library "
+            "(no CreateEpFactories symbol)\n"
+        )
+
+    @needs_openvino_ep
+    def test_a_library_given_by_path_becomes_the_lane(
+        self, case: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import json
+
+        import onnxruntime_ep_openvino as package
+
+        from conformance.cli import main
+
+        monkeypatch.setenv(EP_LIBRARIES_ENV, "")  # restored after the test: main() sets it
+        artifact, _, _ = case
+        path = package.get_library_path()
+        report = tmp_path / "check.json"
+        entry = f"{OPENVINO_EP}={path}"
+        code = main(
+            ["check", str(artifact.path), "--runtime", "ort-openvino", "--ep-library", entry, "--json", str(report)]
+        )
+        results = json.loads(report.read_text())["results"]
+        if all(r["status"] == "skip" for r in results):  # a CPU the EP binds no device on (AMD, here)
+            pytest.skip(results[0]["message"])
+        assert code == 0, [r["message"] for r in results if r["status"] != "pass"]
+        assert {r["settings"]["plugin"] for r in results} == {f"--ep-library {entry}"}
+        assert os.environ[EP_LIBRARIES_ENV] == entry
+
+
+@needs_openvino_ep
+class TestForkHazard:
+    def test_check_runs_the_ep_here_once_it_ran_a_session_here(self, case: Any) -> None:
+        from conformance.check import CheckOptions, run_check
+        from conformance.runtimes import get_runtime
+
+        runtime = get_runtime("ort-openvino")
+        if runtime.unavailable():
+            pytest.skip(runtime.unavailable())
+        artifact, _, _ = case
+        assert artifact.path is not None
+        runtime.open(artifact, None, None).close()  # the EP's threads now run in this process
+        report = run_check(artifact.path, CheckOptions(runtimes=["ort-openvino"], timeout=60))
+        assert any(note.startswith("ort-openvino ran in this process, not in a worker: ") for note in report.notes)
+        assert {r.status for r in report.results} == {"pass"}

@@ -267,10 +267,14 @@ class TestCheckIniOption:
             """
         )
         collected = pytester.runpytest("--collect-only", "-q").outlines
+        from conformance.check import onnx_runtime_ids
+
         assert [line for line in collected if line.startswith("build/onnx-native.onnx::")] == [
-            f"build/onnx-native.onnx::{name}"
-            for name in ("weights", "ort-cpu", "ort-cpu-noopt", "ort-cuda", "onnx-reference")
+            f"build/onnx-native.onnx::{name}" for name in ("weights", *onnx_runtime_ids())
         ]
+        assert {"ort-cpu", "ort-cpu-noopt", "ort-cuda", "onnx-reference", "openvino-cpu", "tract"} <= set(
+            onnx_runtime_ids()
+        )
         result = pytester.runpytest("--conformance-runtime", "ort-cpu*")
         result.assert_outcomes(passed=5, failed=1)
         result.stdout.fnmatch_lines(

@@ -21,6 +21,7 @@ from conformance.runtimes import (
     get_runtime,
     is_nameable,
     nameable_runtime_ids,
+    ort_plugin_ep,
     runtime_ids,
 )
 from conformance.runtimes.onnx_reference import OnnxReferenceRuntime
@@ -79,7 +80,7 @@ class TestIds:
     def test_builtin_runtimes_in_order(self) -> None:
         ids = runtime_ids()
         assert ids[:4] == ["reference", "ort-cpu", "ort-cpu-noopt", "ort-cuda"]
-        assert ids[-3:] == ["torch-cpu", "torch-cuda", "onnx-reference"]
+        assert ids[-6:] == ["torch-cpu", "torch-cuda", "onnx-reference", "openvino-cpu", "openvino-cpu-auto", "tract"]
 
     def test_every_runtime_follows_the_protocol(self) -> None:
         for runtime in all_runtimes():
@@ -112,6 +113,18 @@ class TestIds:
             get_runtime("tensorflow")
         assert str(info.value) == f"unknown runtime 'tensorflow'; available: {', '.join(runtime_ids())}"
 
+    @pytest.mark.parametrize(("typo", "meant"), [("openvno-cpu", "openvino-cpu"), ("trakt", "tract"),
+                                                  ("openvino-cpu-aut", "openvino-cpu-auto")])  # fmt: skip
+    def test_the_new_runtimes_are_suggested(self, typo: str, meant: str) -> None:
+        with pytest.raises(UnknownRuntimeError, match=rf"^unknown runtime '{typo}' \(did you mean '{meant}'\?\)"):
+            get_runtime(typo)
+
+    def test_openvino_tract_and_plugin_eps_are_built_in(self) -> None:
+        ids = declared_runtime_ids()
+        assert {"openvino-cpu", "openvino-cpu-auto", "tract"} <= set(ids)
+        assert is_nameable("ort-openvino") and is_nameable("ort-openvino-auto")  # with or without the package
+        assert [r.id for r in all_runtimes()].count("ort-openvino") <= 1  # never twice (by name and by device)
+
     def test_unknown_runtime_is_bad_input(self) -> None:
         assert issubclass(UnknownRuntimeError, ValueError)  # the CLI turns ValueError into exit code 2
 
@@ -143,8 +156,9 @@ class TestOneList:
         built = runtime_ids()
         assert [i for i in built if i in declared_runtime_ids()] == declared_runtime_ids()
         families = [r.id for r in BUILTIN_RUNTIMES if "*" in r.id]
-        assert [i for i in built if i not in declared_runtime_ids()] == ["ort-tensorrt"]
-        assert families == ["ort-*"]
+        plugin_eps = [r.id for r in ort_plugin_ep.discover()]  # onnxruntime-ep-* packages installed here
+        assert [i for i in built if i not in declared_runtime_ids()] == ["ort-tensorrt", *plugin_eps]
+        assert families == ["ort-*", "ort-*"]  # ONNX Runtime's own providers, then plugin EPs
         assert built.index("ort-tensorrt") == built.index("ort-cuda") + 1  # where "ort-*" stands in the list
 
     def test_every_onnxruntime_provider_is_nameable(self, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -107,6 +108,28 @@ class TestCache:
         assert cache_root() == tmp_path / "lstm-conformance"
         monkeypatch.delenv("XDG_CACHE_HOME")
         assert cache_root() == Path.home() / ".cache" / "lstm-conformance"
+
+    def test_a_concurrent_export_keeps_the_entry_a_lane_may_have_open(
+        self, tmp_path: Path, weights, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Two workers miss the cache for one key; the second must not remove the first one's published
+        # entry (a runtime in the first worker opens its model.onnx by path: it vanished mid-run before).
+        first = export(CONFIG, weights, "onnx-native", cache_dir=tmp_path)
+        assert first.path is not None
+        inode = first.path.stat().st_ino
+        from exporters import registry
+
+        real_read = registry._read_cache
+        calls: list[Path] = []
+
+        def miss_once(entry: Path, exporter_id: str) -> Any:
+            calls.append(entry)
+            return None if len(calls) == 1 else real_read(entry, exporter_id)
+
+        monkeypatch.setattr(registry, "_read_cache", miss_once)
+        second = export(CONFIG, weights, "onnx-native", cache_dir=tmp_path)
+        assert second.ok and not second.cached and second.path == first.path
+        assert first.path.stat().st_ino == inode  # the same file, never removed and replaced
 
     def test_a_torn_cache_entry_is_exported_again(self, tmp_path: Path, weights) -> None:
         first = export(CONFIG, weights, "onnx-native", cache_dir=tmp_path)
