@@ -6,6 +6,8 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
 from conformance.cases import available_suites
 from conformance.cli import build_parser
 from conformance.status import (
@@ -103,3 +105,40 @@ class TestSemantics:
             cited |= set(re.findall(r"SEMANTICS\.md, row '([^']+)'", suite.read_text()))
         assert cited, "no case file cites a SEMANTICS.md row"
         assert sorted(cited - rows) == []
+
+
+DIVERGENCES = DOCS / "divergences"
+SCRIPT_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tract": "tract"}
+
+
+class TestDivergences:
+    """docs/divergences: the README links each folder; each folder is complete and its script runs."""
+
+    def test_every_readme_link_is_a_folder_and_every_folder_is_linked(self) -> None:
+        readme = (REPO / "README.md").read_text()
+        linked = set(re.findall(r"docs/divergences/([a-z0-9-]+)/", readme))
+        folders = {p.name for p in DIVERGENCES.iterdir() if p.is_dir()}
+        assert linked == folders
+
+    @pytest.mark.parametrize("folder", sorted(p.name for p in (REPO / "docs" / "divergences").iterdir() if p.is_dir()))
+    def test_the_script_runs_with_only_its_runtime_and_prints_the_difference(self, folder: str) -> None:
+        import importlib.util
+        import subprocess
+        import sys
+
+        path = DIVERGENCES / folder
+        for name in ("README.md", "model.onnx", "inputs.npz", "expected.npz", "versions.json", "repro.py"):
+            assert (path / name).is_file(), name
+        script = (path / "repro.py").read_text()
+        assert len(script.splitlines()) <= 25
+        imported = set(re.findall(r"^import (\w+)", script, re.MULTILINE))
+        assert "conformance" not in script and imported <= {"numpy", *SCRIPT_PACKAGES}, imported
+        package = next(p for p in imported if p in SCRIPT_PACKAGES)
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed")
+        done = subprocess.run(
+            [sys.executable, "repro.py"], check=False, cwd=path, capture_output=True, text=True, timeout=120,
+            env={"PATH": "/usr/bin:/bin", "RUST_BACKTRACE": "0"},
+        )  # fmt: skip
+        said = done.stdout + done.stderr
+        assert "greatest |actual - expected|" in said or " raised " in said or "shape " in said, said
