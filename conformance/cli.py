@@ -18,7 +18,7 @@ from conformance import __version__
 from conformance.status import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
 from exporters.errors import BadInputError
 
-COMMANDS = ("run", "list", "export", "check", "report", "compare", "selftest", "repro")
+COMMANDS = ("run", "list", "export", "check", "report", "compare", "selftest", "repro", "merge")
 _MODULES = {"list": "conformance.commands.listing"}
 
 

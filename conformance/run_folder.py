@@ -24,7 +24,7 @@ from exporters.errors import BadInputError
 SETTINGS_FILE = "run.json"
 RESULTS_JSONL = "results.jsonl"
 LOCK_FILE = "run.lock"
-SELECTION_KEYS = ("suite", "select", "runtime", "exporter")
+SELECTION_KEYS = ("suite", "select", "runtime", "exporter", "shard")
 
 
 def saved_selection(folder: Path) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def saved_selection(folder: Path) -> dict[str, Any]:
         raise BadInputError(f"--resume {folder}: {SETTINGS_FILE} is not an object")
     for key in SELECTION_KEYS:
         value = saved.get(key)
-        wanted = str if key == "select" else list
+        wanted = str if key in ("select", "shard") else list
         if value is not None and (
             not isinstance(value, wanted) or (wanted is list and not all(isinstance(v, str) for v in value))
         ):

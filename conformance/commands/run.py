@@ -26,6 +26,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", metavar="DIR", help="result folder (default: conformance-results/<suite>)")
     p.add_argument("--jobs", type=integer(minimum=1, maximum=MAX_JOBS), default=1,
                    help=f"worker processes (default 1, at most {MAX_JOBS}; latency wants 1)")  # fmt: skip
+    p.add_argument("--shard", metavar="K/N",
+                   help="run shard K of N of the plan (deterministic, balanced, each export in one shard); "
+                   "put the shards' folders together with `conformance merge`")  # fmt: skip
     p.add_argument("--timeout", type=number(maximum=86400), default=300.0,
                    help="seconds per lane before it is killed (default 300)")  # fmt: skip
     p.add_argument("--no-cache", action="store_true", help="export again instead of using the export cache")
@@ -78,6 +81,11 @@ def main(args: argparse.Namespace) -> int:
         raise BadInputError(
             "the selection leaves no lane to run (check --runtime/--exporter against `conformance list`)"
         )
+    shard_record = None
+    if settings.get("shard"):
+        from conformance.shards import parse_shard, shard_of
+
+        lanes, shard_record = shard_of(lanes, parse_shard(settings["shard"]))
     if resume is not None:
         out = resume
     else:
@@ -94,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
 
     err = console(stderr=True)
     with run_folder.owned(out, notice=lambda text: err.print(text, markup=False, highlight=False)):
-        return _run_in(out, lanes, resume, suites, settings, args, err)
+        return _run_in(out, lanes, resume, suites, settings, args, err, shard_record)
 
 
 def _run_in(
@@ -105,6 +113,7 @@ def _run_in(
     settings: dict[str, Any],
     args: argparse.Namespace,
     err: Any,
+    shard: dict[str, Any] | None = None,
 ) -> int:
     """The run, in a folder this process owns."""
     from conformance import run_folder
@@ -140,7 +149,7 @@ def _run_in(
     stops = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # a Ctrl-C now would cost the report of what ran
     try:
-        code = _finish(out, results, suites, settings, len(lanes), wall, interrupted, args)
+        code = _finish(out, results, suites, settings, len(lanes), wall, interrupted, args, shard)
         late = signal.sigpending() & stops  # asked to stop while the report was written: it is whole
     finally:
         handlers = {s: signal.signal(s, signal.SIG_IGN) for s in stops}  # drop the pending ones
@@ -161,6 +170,7 @@ def _finish(
     wall: float,
     interrupted: bool,
     args: argparse.Namespace,
+    shard: dict[str, Any] | None = None,
 ) -> int:
     """Write results.json (atomically) and the report files, print the summary, return the exit code."""
     from conformance import environment
@@ -184,6 +194,8 @@ def _finish(
         "wall_seconds": round(wall, 3),
         "argv": argv(),
     }
+    if shard is not None:
+        run_info["shard"] = shard
     document = ResultDocument.of(results, run=run_info, environment=environment.collect())
     write_document(out / "results.json", document)
     written = write_reports(document, report_files(args))
