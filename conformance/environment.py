@@ -63,3 +63,11 @@ def collect() -> dict[str, Any]:
         "onnxruntime_providers": _providers(),
         "versions": versions,
     }
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS says, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

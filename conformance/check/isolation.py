@@ -204,9 +204,9 @@ def _ended(process: Any) -> str:
     return f"exit code {code}"
 
 
+
 def worker_slots() -> int:
     """How many runtimes run at once: the CPUs this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    from conformance.environment import usable_cpus
+
+    return usable_cpus()

@@ -24,8 +24,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--runtime", action="append", metavar="ID", help="only these runtimes (repeatable; globs allowed)")
     p.add_argument("--exporter", action="append", metavar="ID", help="only these exporters (repeatable; globs allowed)")
     p.add_argument("--out", metavar="DIR", help="result folder (default: conformance-results/<suite>)")
-    p.add_argument("--jobs", type=integer(minimum=1, maximum=MAX_JOBS), default=1,
-                   help=f"worker processes (default 1, at most {MAX_JOBS}; latency wants 1)")  # fmt: skip
+    p.add_argument("--jobs", type=integer(minimum=1, maximum=MAX_JOBS), default=None,
+                   help=f"worker processes, at most {MAX_JOBS} (default: the CPUs available with --no-latency; 1 "
+                   "when lanes are timed, since a timed lane wants the machine to itself)")  # fmt: skip
     p.add_argument("--shard", metavar="K/N",
                    help="run shard K of N of the plan (deterministic, balanced, each export in one shard); "
                    "put the shards' folders together with `conformance merge`")  # fmt: skip
@@ -214,13 +215,14 @@ def _finish(
 
 def _run_with_progress(lanes: list[Any], sink: Any, args: argparse.Namespace, err: Any) -> None:
     from conformance import runner
+    from conformance.environment import usable_cpus
     from conformance.lane import LatencySettings
 
     latency = None
     if not args.no_latency:
         latency = LatencySettings(budget_s=args.latency_budget, check_accuracy=not args.latency_only)
     kwargs: dict[str, Any] = {
-        "jobs": args.jobs,
+        "jobs": args.jobs or (1 if latency is not None else usable_cpus()),
         "timeout": args.timeout,
         "use_cache": not args.no_cache,
         "latency": latency,
@@ -255,3 +257,4 @@ def _run_with_progress(lanes: list[Any], sink: Any, args: argparse.Namespace, er
             on_result=lambda record: progress.advance(task),
             **kwargs,
         )
+

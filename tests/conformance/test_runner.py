@@ -338,3 +338,40 @@ def test_the_run_scratch_folder_is_removed(tmp_path: Path, monkeypatch: pytest.M
     assert [r.status for r in records] == [PASS]
     assert len(seen) == 1  # the scratch folder existed while the lane ran ...
     assert not list(tmp_path.glob("conformance-run-*"))  # ... and is gone now
+
+
+class TestArtifactAffinity:
+    """A worker takes the lanes of the artifacts it already exported first, then an artifact nobody has started:
+    two workers that took lanes of one dynamo export at once both exported it (about 2 s each)."""
+
+    def test_own_artifact_first_then_a_fresh_one_then_anything(self) -> None:
+        from types import SimpleNamespace
+
+        from conformance.runner import _artifact, _next_for
+
+        def lane(case: str, exporter: str, runtime: str) -> Any:
+            return SimpleNamespace(suite="s", case=SimpleNamespace(id=case), exporter=exporter, runtime=runtime)
+
+        pending = [lane("a", "torch-dynamo", "onnx-reference"), lane("b", "torch-dynamo", "ort-cpu"),
+                   lane("a", "torch-dynamo", "ort-cpu-noopt")]  # fmt: skip
+        owner = {_artifact(lane("a", "torch-dynamo", "ort-cpu")): 0}
+        assert _next_for(pending, owner, 0) == 0  # worker 0 exported a: its lanes come first
+        assert _next_for(pending, owner, 1) == 1  # worker 1 starts b rather than export a again
+        owner[_artifact(pending[1])] = 1
+        assert _next_for(pending[:1], owner, 1) == 0  # only a's lanes left: take one (a is cached by now)
+
+
+class TestDefaultJobs:
+    @pytest.mark.parametrize(("timing", "expected"), [(["--no-latency"], "cpus"), ([], 1)])
+    def test_all_cpus_unless_lanes_are_timed(
+        self, timing: list[str], expected: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from conformance import runner
+        from conformance.cli import main
+        from conformance.environment import usable_cpus
+
+        seen: dict[str, Any] = {}
+        monkeypatch.setattr(runner, "run_lanes", lambda lanes, sink, **kwargs: seen.update(kwargs) or [])
+        argv = ["run", "--suite", "smoke", "--exporter", "onnx-native", "--runtime", "ort-cpu", *timing]
+        main([*argv, "--out", str(tmp_path / "out")])
+        assert seen["jobs"] == (usable_cpus() if expected == "cpus" else expected)
