@@ -5,11 +5,18 @@ change, an output whose headroom shrank sharply) and latency (the ratio of media
 latencies with a bootstrap interval, ``conformance.timing.compare_latency``). Lanes
 present in one file only are listed. Exit 1 on a new failure or a significant
 slowdown. ``conformance compare`` renders a :class:`Comparison`; this module only computes it.
+
+Releases (``ort-cpu`` in BASE, ``ort-cpu@1.24.4`` in HEAD, or two versions): a lane found in one file
+only is matched with the one lane of the other file that differs from it only in the runtime's
+``@VERSION``, and compared under the label ``CASE/EXPORTER/ort-cpu -> ort-cpu@1.24.4``. Their
+latencies are compared only when both were timed the same way (``includes``): a versioned runtime
+answers from a worker process, a pipe round trip per call that the in-process one does not pay.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -70,6 +77,7 @@ class Comparison:
     compared: int  # lanes in both files
     timed: int  # ... of which both have latency
     environment: list[str] = field(default_factory=list)  # "key: base -> head" where the machines differ
+    releases: list[str] = field(default_factory=list)  # "ort-cpu -> ort-cpu@1.24.4: 19 lanes", matched by release
 
     def count(self, kind: str) -> int:
         return sum(c.kind == kind for c in self.changes)
@@ -105,6 +113,7 @@ def compare_runs(
     from conformance.timing import Latency, compare_latency
 
     changes: list[Change] = []
+    base, head, paired = _match_releases(base, head)
     both = sorted(base.keys() & head.keys())
     timed = 0
     for lane in both:
@@ -112,7 +121,8 @@ def compare_runs(
         changes += _status_changes(lane, b, h)
         if h.status not in FAILING:  # a failing output says more than its headroom
             changes += _headroom_changes(lane, b, h)
-        if b.latency is not None and h.latency is not None:
+        timed_alike = lane not in paired or (b.latency or {}).get("includes") == (h.latency or {}).get("includes")
+        if b.latency is not None and h.latency is not None and timed_alike:  # (in process / through a worker)
             timed += 1
             change = compare_latency(
                 Latency.from_dict(dict(b.latency)).samples_ms,
@@ -131,7 +141,45 @@ def compare_runs(
         changes.append(Change(lane, kind, head_status=status, message=head[lane].message))
     rank = {kind: i for i, kind in enumerate(ORDER)}
     changes.sort(key=lambda c: (rank[c.kind], -(c.latency.ratio if c.latency else 0.0), c.lane))
-    return Comparison(changes, compared=len(both), timed=timed)
+    releases = Counter(f"{base[lane].runtime} -> {head[lane].runtime}" for lane in paired)
+    labels = [f"{pair}: {n} lane{'s' if n != 1 else ''}" for pair, n in sorted(releases.items())]
+    return Comparison(changes, compared=len(both), timed=timed, releases=labels)
+
+
+def _runtime_family(record: Result) -> str | None:
+    """``CASE/EXPORTER/ort-cpu`` for ``CASE/EXPORTER/ort-cpu@1.24.4`` (and for itself); None when the id
+    does not end in its runtime."""
+    if not record.runtime or not record.id.endswith(f"/{record.runtime}"):
+        return None
+    return record.id[: -len(record.runtime)] + record.runtime.partition("@")[0]
+
+
+def _match_releases(
+    base: dict[str, Result], head: dict[str, Result]
+) -> tuple[dict[str, Result], dict[str, Result], set[str]]:
+    """Both runs, with each lane of one file only that has exactly one counterpart in the other, differing
+    only in the runtime's release, moved under the label ``BASE_ID -> HEAD_RUNTIME`` on both sides."""
+    only_base: dict[str, list[str]] = defaultdict(list)
+    only_head: dict[str, list[str]] = defaultdict(list)
+    for records, only, other in ((base, only_base, head), (head, only_head, base)):
+        for lane, record in records.items():
+            family = _runtime_family(record)
+            if lane not in other and family is not None:
+                only[family].append(lane)
+    pairs = {
+        only_base[f][0]: only_head[f][0]
+        for f in only_base.keys() & only_head.keys()
+        if len(only_base[f]) == 1 == len(only_head[f]) and "@" in only_base[f][0] + only_head[f][0]
+    }
+    if not pairs:
+        return base, head, set()
+    base, head = dict(base), dict(head)
+    paired = set()
+    for base_id, head_id in pairs.items():
+        label = f"{base_id} -> {head[head_id].runtime}"
+        base[label], head[label] = base.pop(base_id), head.pop(head_id)
+        paired.add(label)
+    return base, head, paired
 
 
 def _status_changes(lane: str, base: Result, head: Result) -> list[Change]:

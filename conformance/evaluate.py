@@ -8,8 +8,9 @@ into ``xfail`` and a pass into ``xpass``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,97 @@ def tolerances(
 
 
 _PRECISION = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}  # by tolerance: bf16 the loosest
+
+
+def budget_tolerances(
+    transform: str, expected: Mapping[str, Any], *, computed_in: str | None = None
+) -> dict[str, Tolerance]:
+    """Each output's tolerance on a transformed lane: the transform's error budget (exporters/transforms.py
+    ``BUDGETS``, measured), widened by the default tolerance of ``computed_in`` when the runtime computes in
+    a less precise dtype than float32 (the two errors add up)."""
+    from exporters.transforms import BUDGETS
+
+    budget = BUDGETS[transform]
+    widen = Tolerance(0.0, 0.0)
+    if computed_in is not None and _PRECISION.get(computed_in, 99) < _PRECISION["float32"]:
+        widen = default_tolerance(computed_in)
+    out = {}
+    for name in expected:
+        if name not in budget:
+            raise ValueError(f"the {transform} error budget has no entry for output {name!r} (exporters/transforms.py)")
+        atol, rtol = budget[name]
+        out[name] = Tolerance(atol + widen.atol, rtol + widen.rtol)
+    return out
+
+
+def within_budget(
+    verdict: Verdict, transform: str, allowed: Mapping[str, Tolerance], lm: Mapping[str, Any] | None = None
+) -> Verdict:
+    """A transformed lane's verdict, worded against its transform's error budget, with the language model's
+    accuracy cost (:func:`lm_metrics`) when there is one."""
+    budget = "; ".join(f"{name} atol {t.atol:g}, rtol {t.rtol:g}" for name, t in allowed.items())
+    cost = "" if lm is None else lm_summary(lm)
+    if verdict.status == PASS:
+        message = f"within the {transform} error budget ({budget}): {verdict.message}"
+        return replace(verdict, message=f"{message}; {cost}" if cost else message)
+    if verdict.status == FAIL:
+        message = f"outside the {transform} error budget ({budget}):\n{verdict.message}"
+        return replace(verdict, message=f"{message}\n{cost}" if cost else message)
+    return verdict
+
+
+def lm_metrics(
+    tokens: np.ndarray, expected: np.ndarray, actual: Any, *, batch_first: bool = False
+) -> dict[str, Any] | None:
+    """What a language model's deployment costs, from its log-probabilities ``[T, B, V]`` (``[B, T, V]``).
+
+    ``next_token_agreement``: the fraction of the T*B positions where the runtime's most likely next token
+    (argmax of its log_probs) is the reference's. ``perplexity``: exp of the mean negative log-probability
+    of the token that actually comes next (positions 0..T-2, targets tokens[1..T-1]), from the runtime's
+    log_probs; ``perplexity_reference`` the same from the reference's; ``perplexity_increase`` their
+    relative difference (0.01 = 1% higher). None when the output has another shape than the reference's."""
+    reference = np.asarray(expected, dtype=np.float64)
+    runtime = np.asarray(actual)
+    if runtime.shape != reference.shape or reference.ndim != 3:
+        return None
+    runtime = runtime.astype(np.float64)
+    ids = np.asarray(tokens, dtype=np.int64)
+    if batch_first:
+        ids, reference, runtime = ids.T, reference.transpose(1, 0, 2), runtime.transpose(1, 0, 2)
+    same = np.argmax(runtime, axis=-1) == np.argmax(reference, axis=-1)
+    out: dict[str, Any] = {
+        "next_token_agreement": float(np.mean(same)),
+        "positions": int(same.size),
+        "agreeing_positions": int(np.count_nonzero(same)),
+    }
+    if ids.shape[0] >= 2:
+        targets = ids[1:, :, None]
+        nll_reference = -float(np.mean(np.take_along_axis(reference[:-1], targets, axis=-1)))
+        nll = -float(np.mean(np.take_along_axis(runtime[:-1], targets, axis=-1)))
+        with np.errstate(over="ignore"):
+            ppl_reference, ppl = float(np.exp(nll_reference)), float(np.exp(nll))
+        finite = math.isfinite(ppl)
+        out.update(  # JSON has no inf or NaN: a non-finite perplexity is written as text ("inf", "nan")
+            perplexity_reference=ppl_reference,
+            perplexity=ppl if finite else str(ppl),
+            perplexity_increase=ppl / ppl_reference - 1.0 if finite else str(ppl),
+            scored_tokens=int(targets.size),
+        )
+    return out
+
+
+def lm_summary(metrics: Mapping[str, Any]) -> str:
+    """``perplexity 12.35 (reference 12.34, +0.08%), next-token agreement 99.3% (143/144)``."""
+    agreement = (
+        f"next-token agreement {metrics['next_token_agreement']:.1%} "
+        f"({metrics['agreeing_positions']}/{metrics['positions']})"
+    )
+    if "perplexity" not in metrics:
+        return agreement
+    ppl, increase = metrics["perplexity"], metrics["perplexity_increase"]
+    if not isinstance(ppl, float):
+        return f"perplexity {ppl} (reference {metrics['perplexity_reference']:.4g}), {agreement}"
+    return f"perplexity {ppl:.4g} (reference {metrics['perplexity_reference']:.4g}, {increase:+.3%}), {agreement}"
 
 
 def least_precise(dtypes: Iterable[str | None]) -> str | None:
@@ -127,7 +219,10 @@ def misplaced_lstm_nodes(required: str | None, placement: Mapping[str, str]) -> 
     """LSTM nodes that ran somewhere other than the provider the lane is about."""
     if required is None:
         return []
-    return sorted(node for node, provider in placement.items() if node.endswith("(LSTM)") and provider != required)
+    return sorted(node for node, provider in placement.items() if node.endswith(_LSTM_OPS) and provider != required)
+
+
+_LSTM_OPS = ("(LSTM)", "(DynamicQuantizeLSTM)")  # placement keys "node (OpType)"; the latter: int8-dynamic
 
 
 def placement_problem(runtime_id: str, required: str | None, placement: Mapping[str, str]) -> str | None:

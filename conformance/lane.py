@@ -19,6 +19,8 @@ from conformance.inputs import CaseData, build, case_weights
 from conformance.records import Result, lane_result
 from conformance.status import ERROR, SKIP
 from exporters.base import AnyWeights, Artifact, ExportOptions, describe_error, input_names
+from exporters.transforms import Transform, TransformError, split_exporter_id
+from reference.config import LMConfig
 
 NO_EXPORT = "none"  # the exporter id of lanes that run the weights directly (the reference runtime)
 
@@ -124,8 +126,16 @@ def run_lane(lane: Lane, context: LaneContext) -> Result:
         status, message, expected = evaluate.settle(verdict, expectation)
         return lane.result(status, message, expected=expected, outputs=verdict.outputs, **facts)
 
+    transform = None if lane.exporter == NO_EXPORT else split_exporter_id(lane.exporter)[1]
+    if transform is not None:
+        reason = cannot_run(transform, runtime, facts["settings"])
+        if reason:
+            return lane.result(SKIP, f"{lane.exporter}: {reason}", **facts)
     if lane.exporter != NO_EXPORT:
-        artifact = context.artifact(case, lane.exporter)
+        try:
+            artifact = context.artifact(case, lane.exporter)
+        except TransformError as exc:  # bad input (nothing to convert): this lane's error, one line
+            return settled(evaluate.Verdict(ERROR, str(exc)))
         facts["artifact"] = {"status": artifact.status, "cached": artifact.cached, **artifact.meta}
         if artifact.status in ("unavailable", "not-applicable"):
             return lane.result(SKIP, f"{lane.exporter}: {artifact.reason}", **facts)
@@ -133,6 +143,8 @@ def run_lane(lane: Lane, context: LaneContext) -> Result:
             return settled(evaluate.Verdict(ERROR, artifact.reason))
     names = input_names(case.model, export_options(case))
     feeds = {name: data.feeds[name] for name in names}
+    if artifact is not None:
+        feeds = as_the_model_takes(feeds, artifact.meta)
     try:
         session = runtime.open(artifact, case.model, weights)
     except Exception as exc:
@@ -152,20 +164,84 @@ def run_lane(lane: Lane, context: LaneContext) -> Result:
         facts["duration_s"] = round(time.perf_counter() - start, 4)
         return lane.result(SKIP, "accuracy not checked (--latency-only)", **facts)
     problem = evaluate.placement_problem(lane.runtime, runtime.required_provider, placement)
+    detail: dict[str, Any] = {}
     if computed_in in ("bfloat16", "float16"):  # say so: the lane is held to the precision it computes in
-        facts["detail"] = {"judged_at": f"{computed_in} tolerance: {lane.runtime} computes in {computed_in}"}
+        detail["judged_at"] = f"{computed_in} tolerance: {lane.runtime} computes in {computed_in}"
+    if transform is None:
+        allowed = evaluate.tolerances(data.expected, outputs, case.tolerance_for, computed_in=computed_in)
+    else:  # a transformed model is held to its transform's measured error budget, not to float32's
+        allowed = evaluate.budget_tolerances(transform.id, data.expected, computed_in=computed_in)
+        detail["budget"] = {
+            "transform": transform.id,
+            **{n: {"atol": t.atol, "rtol": t.rtol} for n, t in allowed.items()},
+        }
     verdict = evaluate.judge(
         outputs,
         data.expected,
-        evaluate.tolerances(data.expected, outputs, case.tolerance_for, computed_in=computed_in),
+        allowed,
         time_axes=data.time_axes,
         padding_masks=data.padding_masks,
         problems=[problem] if problem else [],
     )
+    if transform is not None:
+        lm = None
+        if isinstance(case.model, LMConfig) and "log_probs" in outputs:
+            lm = evaluate.lm_metrics(
+                data.feeds["tokens"],
+                data.expected["log_probs"],
+                outputs["log_probs"],
+                batch_first=case.model.lstm.batch_first,
+            )
+        if lm is not None:
+            detail["lm"] = lm
+        verdict = evaluate.within_budget(verdict, transform.id, allowed, lm)
+    if detail:
+        facts["detail"] = detail
     if placement:
         facts["placement"] = placement
     facts["duration_s"] = round(time.perf_counter() - start, 4)
     return settled(verdict)
+
+
+def cannot_run(transform: Transform, runtime: Any, settings: dict[str, Any]) -> str | None:
+    """Why ``runtime`` cannot run what ``transform`` makes (a contrib op it lacks), or None: such a lane is a
+    skip, never a pass. What runs com.microsoft.DynamicQuantizeLSTM was measured (``conformance run --suite
+    lm``, and each runtime opened on an int8-dynamic model): ONNX Runtime's CPU execution provider; OpenVINO's
+    ONNX frontend (openvino-cpu*, which turns it back into a float LSTMSequence). Not: tract
+    ("Unimplemented(DynamicQuantizeLSTM)"), the ONNX reference evaluator (unknown domain), ONNX Runtime's
+    OpenVINO plugin EP (it hands the node to ORT's CPU EP), ONNX Runtime's CUDA EP (no CUDA kernel in ORT's
+    sources; not measured: no GPU here). Runtimes are told apart by their settings (``onnxruntime``,
+    ``openvino``) until they declare the contrib ops they implement."""
+    if transform.needs is None:
+        return None
+    if "onnxruntime" in settings:
+        provider = runtime.required_provider
+        if provider in (None, "CPUExecutionProvider"):
+            return None
+        return (
+            f"{transform.id} makes {transform.needs}, which ONNX Runtime implements on its CPU execution provider "
+            f"only: {provider} hands it to the CPU, so this would not be a {runtime.id} result"
+        )
+    if "openvino" in settings:
+        return None
+    return f"{transform.id} makes {transform.needs}, an ONNX Runtime contrib op; {runtime.id} does not implement it"
+
+
+def as_the_model_takes(feeds: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Float inputs cast to the dtype a transformed model declares (float16 for ``+fp16``); others as they are.
+
+    The reference keeps reading the float32 values: rounding the inputs is part of what the transform costs."""
+    import numpy as np
+
+    declared = (meta.get("transform") or {}).get("inputs") or {}
+
+    def cast(name: str, value: Any) -> Any:
+        wanted = declared.get(name)
+        if wanted and wanted != str(value.dtype) and value.dtype.kind == "f" and np.dtype(wanted).kind == "f":
+            return value.astype(wanted)
+        return value
+
+    return {name: cast(name, value) for name, value in feeds.items()}
 
 
 def _time(session: Any, feeds: dict[str, Any], case: Case, settings: LatencySettings) -> dict[str, Any]:

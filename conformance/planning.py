@@ -3,6 +3,11 @@
 Library code shared by ``conformance run``, ``selftest`` and the pytest plugin. Each planned
 :class:`~conformance.lane.Lane` carries its :class:`~conformance.cases.Case`, so nothing downstream loads
 a suite again.
+
+Versioned runtimes (``ort-cpu@1.24.4``, :mod:`conformance.runtimes.versioned`): one named in a case's
+``runtimes`` is planned like any other. One selected with ``--runtime`` (its exact id; globs do not
+make versions) is added to every case whose ``runtimes`` lists its base (``ort-cpu``), right after it:
+``--runtime ort-cpu --runtime ort-cpu@1.24.4`` runs both releases on the same lanes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Collection, Sequence
 
 from conformance.cases import Case, load_suite, select
 from conformance.lane import NO_EXPORT, Lane
+from conformance.runtimes import parse_versioned, versioned
 from exporters.errors import BadInputError
 
 
@@ -28,6 +34,10 @@ def match_ids(
         return set(known)
     chosen: set[str] = set()
     for pattern in patterns:
+        if what == "runtime" and versioned.is_versioned(pattern):
+            parse_versioned(pattern)  # bad input unless it is ID@VERSION of a runtime that takes versions
+            chosen.add(pattern)
+            continue
         hits = fnmatch.filter(known, pattern)
         if not hits:
             close = difflib.get_close_matches(pattern, known, n=1)
@@ -60,10 +70,12 @@ def plan(
     produces: dict[str, str] = {}
     lanes = []
     for suite, case in cases:
-        for runtime_id in case.runtimes:
+        for runtime_id in case_runtimes(case, runtimes):
             if runtimes is not None and runtime_id not in runtimes:
                 continue
             runtime = by_id.get(runtime_id)
+            if runtime is None and versioned.is_versioned(runtime_id):
+                runtime = by_id[runtime_id] = versioned.versioned_runtime(runtime_id)  # installs nothing yet
             if runtime is None:
                 continue  # a provider this onnxruntime build does not know; `list` shows it
             if runtime.consumes == "weights":
@@ -78,3 +90,14 @@ def plan(
                 if produces[exporter_id] == runtime.consumes:
                     lanes.append(Lane(suite, case, exporter_id, runtime_id))
     return lanes
+
+
+def case_runtimes(case: Case, selected: Collection[str] | None) -> list[str]:
+    """The case's runtimes, each followed by the selected versions of it (``ort-cpu``, ``ort-cpu@1.24.4``)."""
+    extra = [r for r in selected or () if versioned.is_versioned(r) and r not in case.runtimes]
+    extra.sort(key=versioned.release_key)
+    chosen: list[str] = []
+    for runtime_id in case.runtimes:
+        chosen.append(runtime_id)
+        chosen += [r for r in extra if r.partition(versioned.SEPARATOR)[0] == runtime_id]
+    return chosen

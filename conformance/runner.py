@@ -252,4 +252,12 @@ def _next_for(pending: list[Lane], owner: dict[tuple[str, str, str], int], worke
 
 
 def _lost(lane: Lane, status: str, message: str) -> Result:
-    return lane.result(status, message)
+    """The record of a lane whose worker died (``error``, settled against the case's expected divergences:
+    a runtime that crashes the process on a known input is one) or ran out of time (``timeout``)."""
+    if status != ERROR:
+        return lane.result(status, message)
+    from conformance import evaluate
+
+    expectation = lane.case.expectation(lane.exporter, lane.runtime)
+    settled, text, expected = evaluate.settle(evaluate.Verdict(ERROR, message), expectation)
+    return lane.result(settled, text, expected=expected)

@@ -89,6 +89,7 @@ class ExportOutcome:
 
     warnings: tuple[str, ...] = ()
     module: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)  # more artifact metadata (a transform's, ...)
 
 
 class Exporter(Protocol):

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,20 @@ from exporters.base import (
     Artifact,
     Exporter,
     ExportOptions,
+    ExportOutcome,
     Model,
     describe_error,
 )
 from exporters.errors import BadInputError
 from exporters.plugins import load_target, plugins_from_env
+from exporters.transforms import (
+    SEPARATOR,
+    TransformedExporter,
+    TransformError,
+    not_transformable,
+    split_exporter_id,
+    transform_ids,
+)
 
 # id -> "module:Class"; modules are imported only when an exporter is used.
 _EXPORTERS = {
@@ -50,16 +60,37 @@ def _registered() -> dict[str, str]:
     return {**_EXPORTERS, **plugins_from_env(EXTRA_ENV)}
 
 
-def exporter_ids(*, mutants: bool = True) -> list[str]:
-    """Registered exporter ids; the selftest mutants (``mutant-*``) come last."""
+def exporter_ids(*, mutants: bool = True, transformed: bool | None = None) -> list[str]:
+    """Registered exporter ids, then (``transformed``, by default as ``mutants``) each built-in ONNX exporter
+    with each deployment transform (``torch-script+fp16``, exporters/transforms.py), then the selftest
+    mutants (``mutant-*``). ``mutants=False`` alone gives the plain exporters: a case's default, what
+    ``conformance list`` shows. A plug-in exporter takes a transform too, but is not listed with one."""
     from exporters.mutants import mutant_ids
 
-    return list(_registered()) + (mutant_ids() if mutants else [])
+    transformed = mutants if transformed is None else transformed
+    return list(_registered()) + (transformed_ids() if transformed else []) + (mutant_ids() if mutants else [])
+
+
+@functools.cache
+def transformed_ids() -> list[str]:
+    """``<exporter>+<transform>`` for each built-in exporter that writes ONNX and each transform."""
+    onnx_exporters = [e for e, target in _EXPORTERS.items() if load_target(target).produces == "onnx"]
+    return [f"{e}{SEPARATOR}{t}" for e in onnx_exporters for t in transform_ids()]
 
 
 def get_exporter(exporter_id: str) -> Exporter:
     from exporters.mutants import MUTATIONS, PREFIX, MutantExporter
 
+    if SEPARATOR in exporter_id:
+        base_id, transform = split_exporter_id(exporter_id)
+        assert transform is not None
+        try:
+            base = get_exporter(base_id)
+        except UnknownExporterError as exc:
+            raise UnknownExporterError(f"exporter id {exporter_id!r}: {exc}") from None
+        if base.produces != "onnx":
+            raise not_transformable(exporter_id, base, transform)
+        return TransformedExporter(base, transform)
     if exporter_id.startswith(PREFIX) and exporter_id.removeprefix(PREFIX) in MUTATIONS:
         return MutantExporter(exporter_id.removeprefix(PREFIX))
     target = _registered().get(exporter_id)
@@ -143,8 +174,10 @@ def export(
 ) -> Artifact:
     """Produce (or fetch from the cache) one artifact. Never raises for an export failure.
 
-    Unknown exporter ids raise :class:`UnknownExporterError`: that is bad input,
-    not an export result.
+    Unknown exporter ids raise :class:`UnknownExporterError`, and a transform that is unknown or finds
+    nothing to convert :class:`~exporters.transforms.TransformError`: that is bad input, not an export
+    result. A transformed id (``torch-script+fp16``) transforms the base exporter's (cached) artifact and is
+    cached under its own key.
     """
     options = options or ExportOptions()
     exporter = get_exporter(exporter_id)
@@ -173,16 +206,26 @@ def export(
         if hit is not None:
             return hit
 
+    write: Callable[[Path], ExportOutcome] = functools.partial(exporter.export, model, weights, options)
+    if isinstance(exporter, TransformedExporter):
+        base = export(model, weights, exporter.base.id, options, use_cache=use_cache, cache_dir=cache_dir)
+        if not base.ok or base.path is None:
+            return Artifact(exporter_id, base.status, f"{exporter.base.id}: {base.reason}", meta=base_meta)
+        write = functools.partial(exporter.transform_file, base.path)
+        base_meta["base"] = {k: base.meta[k] for k in ("opset", "op_histogram", "size_bytes") if k in base.meta}
+
     work = Path(tempfile.mkdtemp(prefix="export-", dir=_ensure(root)))
     try:
         path = work / "model.onnx"
         start = time.perf_counter()
         try:
-            outcome = exporter.export(model, weights, options, path)
+            outcome = write(path)
+        except TransformError:  # nothing to convert: bad input, not a failed export
+            raise
         except Exception as exc:
             return Artifact(exporter_id, FAILED, f"export failed: {describe_error(exc, limit=None)}", meta=base_meta)
         seconds = time.perf_counter() - start
-        meta = {**base_meta, "export_seconds": seconds, "warnings": list(outcome.warnings)}
+        meta = {**base_meta, **outcome.meta, "export_seconds": seconds, "warnings": list(outcome.warnings)}
         try:
             meta.update(validate_onnx(path))
         except ValueError as exc:

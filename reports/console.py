@@ -7,6 +7,8 @@ capped. So the summary is safe on any console, whatever its ``markup`` and ``hig
 
 from __future__ import annotations
 
+import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -30,7 +32,8 @@ def summary(
     """What a person reads after a run or check, in order, ending with the verdict line.
 
     For a check, the LSTM node x runtime table first (its stream rows' error growth under it). Then the
-    runtime x status table, the expected divergences that showed up, why results were not checked, each
+    runtime x status table, where releases of one runtime differ (``ort-cpu`` and ``ort-cpu@1.24.4``), the
+    expected divergences that showed up, why results were not checked, each
     failing result with its message, the check's likely causes, latency tables (``show_latency``), and last
     ``PASS``, ``FAIL`` or ``NOTHING CHECKED`` with the counts behind it.
     """
@@ -38,6 +41,7 @@ def summary(
     parts: list[RenderableType | None] = [
         _node_table(results) if is_check(document) else None,
         _status_table(results, title),
+        _releases(results, word),
         _expected(results, word),
         *(_unchecked(results, status) for status in _UNCHECKED_HEADINGS),
         _failures(results, word),
@@ -104,6 +108,83 @@ def _status_table(results: Sequence[Result], title: str) -> Table:
     for label, row in rows:
         table.add_row(label, *[Text(str(row[s]) if row[s] else "") for s in statuses], Text(str(sum(row.values()))))
     return table
+
+
+def _release_order(runtime: str) -> tuple[bool, tuple[int, ...], str]:
+    """The plain id first, then ``ID@VERSION`` in numeric order of VERSION (1.9 before 1.10)."""
+    _, versioned, version = runtime.partition("@")
+    return bool(versioned), tuple(int(n) for n in re.findall(r"\d+", version)), runtime
+
+
+def _greatest_error(result: Result) -> float | None:
+    errors = [d.max_abs for d in result.outputs if math.isfinite(d.max_abs)]
+    return max(errors) if errors else None
+
+
+def _release_difference(first: Result, second: Result) -> bool:
+    """Another status, or an output whose greatest errors lie further apart than its absolute tolerance."""
+    if first.status != second.status:
+        return True
+    for diff in first.outputs:
+        other = second.output(diff.name)
+        if other is None or not (math.isfinite(diff.max_abs) and math.isfinite(other.max_abs)):
+            continue
+        if abs(diff.max_abs - other.max_abs) > max(diff.allowed_atol, other.allowed_atol):
+            return True
+    return False
+
+
+def _release_cell(result: Result) -> Text:
+    error = _greatest_error(result)
+    text = result.status if error is None else f"{result.status}, greatest error {error:.2g}"
+    return Text(text, style=LOOKS[result.status].style)
+
+
+def _releases(results: Sequence[Result], word: str) -> RenderableType | None:
+    """Where releases of one runtime ran side by side (``ort-cpu``, ``ort-cpu@1.24.4``): each later one
+    against the first (the installed one when it ran), per lane (same case and exporter): another
+    status, or greatest errors further apart than the output's absolute tolerance."""
+    families: dict[str, set[str]] = defaultdict(set)
+    for result in results:
+        families[result.runtime.partition("@")[0]].add(result.runtime)
+    by_lane: dict[tuple[str, str], Result] = {}
+    for result in results:
+        if result.id.endswith(f"/{result.runtime}"):
+            by_lane[(result.runtime, result.id[: -len(result.runtime) - 1])] = result
+    parts: list[RenderableType] = []
+    for _, members in sorted(families.items()):
+        if len(members) < 2 or not any("@" in m for m in members):
+            continue
+        first, *later = sorted(members, key=_release_order)
+        for other in later:
+            shared = sorted(lane for runtime, lane in by_lane if runtime == first and (other, lane) in by_lane)
+            differing = [lane for lane in shared if _release_difference(by_lane[first, lane], by_lane[other, lane])]
+            if not differing:
+                parts.append(
+                    Text.assemble(
+                        ("Releases: ", "bold"),
+                        _text(other),
+                        f" agrees with {first} on {count(len(shared), word)} both ran "
+                        "(same status; greatest errors within the absolute tolerance of each other)",
+                    )
+                )
+                continue
+            heading = Text.assemble(
+                ("Releases: ", "bold"),
+                _text(
+                    f"{len(differing)} of {count(len(shared), word)} differ between {first} and {other} "
+                    "(status, or greatest errors further apart than the absolute tolerance):",
+                    MESSAGE,
+                ),
+            )
+            table = Table()
+            table.add_column(word, overflow="fold")
+            table.add_column(_text(first), overflow="fold")
+            table.add_column(_text(other), overflow="fold")
+            for lane in differing:
+                table.add_row(_text(lane, ID), _release_cell(by_lane[first, lane]), _release_cell(by_lane[other, lane]))
+            parts += [heading, table]
+    return Group(*parts) if parts else None
 
 
 def _expected(results: Sequence[Result], word: str) -> Table | None:

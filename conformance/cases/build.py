@@ -28,7 +28,9 @@ from conformance.cases.model import (
     WeightsSpec,
 )
 from conformance.runtimes import ORT_PROVIDERS, declared_runtime_ids, is_nameable, unknown_runtime_hint
-from exporters.registry import exporter_ids
+from exporters.errors import BadInputError
+from exporters.registry import exporter_ids, get_exporter
+from exporters.transforms import SEPARATOR, transform_ids
 from reference.config import LMConfig, LSTMConfig
 from reference.weights import RECIPES
 
@@ -245,12 +247,27 @@ def _export(where: Where, table: dict[str, Any], model: LSTMConfig | LMConfig) -
 
 
 def _known_exporter(pattern: str) -> bool:
-    return any(fnmatch.fnmatchcase(e, pattern) for e in exporter_ids())
+    if any(fnmatch.fnmatchcase(e, pattern) for e in exporter_ids()):
+        return True
+    return SEPARATOR in pattern and not any(c in pattern for c in "*?[") and _transform_problem(pattern) is None
 
 
-def _exporter_listing(_: str = "") -> str:
-    """Known exporter ids for an error message; the selftest mutants are summarised, not listed."""
-    return ", ".join(exporter_ids(mutants=False)) + " (and the selftest mutants mutant-*)"
+def _transform_problem(value: str) -> str | None:
+    """Why ``<exporter>+<transform>`` names no exporter (an unknown transform lists the known ones), or None."""
+    try:
+        get_exporter(value)
+    except BadInputError as exc:
+        return str(exc)
+    return None
+
+
+def _exporter_listing(value: str = "") -> str:
+    """Known exporter ids for an error message; the selftest mutants are summarised, not listed, and the
+    transforms are listed when ``value`` names one (``<exporter>+<transform>``)."""
+    listing = ", ".join(exporter_ids(mutants=False)) + " (and the selftest mutants mutant-*)"
+    if SEPARATOR in value:
+        listing += f"; each ONNX exporter{SEPARATOR}<transform>, transforms: {', '.join(transform_ids())}"
+    return listing
 
 
 def _runtime_listing(value: str) -> str:
@@ -279,6 +296,10 @@ def _ids(where: Where, merged: Mapping[str, Any], key: str) -> tuple[str, ...]:
     values = _strings(where, merged[key] if key in merged else default(), (key,))
     what = key.removesuffix("s")
     for value in values:
+        if key == "exporters" and SEPARATOR in value and not any(c in value for c in "*?["):
+            problem = _transform_problem(value)  # the transform's own message: it lists the transforms
+            if problem:
+                where.fail((key,), problem)
         if any(c in value for c in "*?[") or not known(value):
             where.fail((key,), f"unknown {what} {value!r}{hint(value)}; known: {listing(value)}")
     if len(set(values)) != len(values):

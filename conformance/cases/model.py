@@ -96,10 +96,11 @@ class Expectation:
         self, exporter_id: str, runtime_id: str, output: str | None = None, computed_in: str | None = None
     ) -> bool:
         """Whether this expectation applies to the lane (and to ``output``, when given; and to a runtime
-        computing in ``computed_in``, when given)."""
+        computing in ``computed_in``, when given). A release of a runtime (``ort-cpu@1.24.4``) is held to
+        the expectations of the runtime (``ort-cpu``) unless one names the release."""
         return (
             _any_glob(exporter_id, self.exporter)
-            and _any_glob(runtime_id, self.runtime)
+            and (_any_glob(runtime_id, self.runtime) or _any_glob(runtime_id.partition("@")[0], self.runtime))
             and (output is None or fnmatch.fnmatchcase(output, self.output))
             and (self.computed_in is None or (computed_in or "float32") == self.computed_in)
         )

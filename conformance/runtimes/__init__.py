@@ -5,6 +5,10 @@ validation reads it without importing any backend (:func:`declared_runtime_ids`,
 :func:`is_nameable`); :func:`all_runtimes` builds the backends from it. Adding
 a runtime is one line there (and, for an ONNX Runtime execution provider this
 list does not know yet, one name in :data:`ORT_PROVIDERS`).
+
+``ID@VERSION`` (``ort-cpu@1.24.4``) names another release of a runtime that takes versions
+(:data:`~conformance.runtimes.versioned.VERSIONED_BASES`), run from an environment of its own
+(:mod:`conformance.runtimes.versioned`): :func:`get_runtime` builds it, :func:`is_nameable` accepts it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import difflib
 import fnmatch
 from dataclasses import dataclass
 
+from conformance.runtimes import versioned
 from conformance.runtimes.base import Runtime, Session
 from exporters.errors import BadInputError
 from exporters.plugins import load_target, plugins_from_env
@@ -32,6 +37,7 @@ __all__ = [
     "get_runtime",
     "is_nameable",
     "nameable_runtime_ids",
+    "parse_versioned",
     "runtime_ids",
     "unknown_runtime_hint",
 ]
@@ -109,12 +115,18 @@ def nameable_runtime_ids() -> list[str]:
 
 
 def is_nameable(pattern: str) -> bool:
-    """Whether the id or glob ``pattern`` matches an id a case file may name (imports nothing)."""
+    """Whether the id or glob ``pattern`` matches an id a case file may name (imports nothing), versioned
+    ids (``ort-cpu@1.24.4``) included."""
+    if versioned.is_versioned(pattern):
+        return versioned.nameable(pattern)
     return any(fnmatch.fnmatchcase(runtime_id, pattern) for runtime_id in nameable_runtime_ids())
 
 
 def unknown_runtime_hint(runtime_id: str) -> str:
-    """`` (did you mean 'ort-cpu'?)`` for a misspelt id, or ``""``."""
+    """`` (did you mean 'ort-cpu'?)`` for a misspelt id, what is wrong with a versioned one, or ``""``."""
+    if versioned.is_versioned(runtime_id):
+        reason = versioned.problem(runtime_id, nameable_runtime_ids())
+        return f" ({reason})" if reason else ""
     close = difflib.get_close_matches(runtime_id, nameable_runtime_ids(), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -141,7 +153,18 @@ def runtime_ids() -> list[str]:
     return [r.id for r in all_runtimes()]
 
 
+def parse_versioned(runtime_id: str) -> tuple[versioned.VersionedBase, str]:
+    """``ort-cpu@1.24.4`` -> (the ort-cpu base, ``"1.24.4"``); bad input (``VersionedIdError``) naming what is
+    wrong: no version, not a version, a runtime that takes none, an unknown one."""
+    return versioned.parse(runtime_id, nameable_runtime_ids())
+
+
 def get_runtime(runtime_id: str) -> Runtime:
+    """The runtime ``runtime_id``; ``ID@VERSION`` is that release (:func:`versioned.versioned_runtime`: bad
+    input when ID takes no version or VERSION is none). An unknown id is bad input."""
+    if versioned.is_versioned(runtime_id):
+        parse_versioned(runtime_id)
+        return versioned.versioned_runtime(runtime_id)
     runtimes = {r.id: r for r in all_runtimes()}
     if runtime_id not in runtimes:
         close = difflib.get_close_matches(runtime_id, runtimes, n=1)

@@ -149,3 +149,10 @@ class TestFeatures:
         assert lm.features() == ("lm", "V=28", "tokens:corpus", "T=5", "B=2", "H=32")
         assert lm.outputs == ("log_probs",)
         assert lm.lstm == LSTMConfig(16, 32)
+
+
+def test_a_release_of_a_runtime_has_the_runtimes_expectations() -> None:
+    exact = Expectation(reason="r", runtime="ort-cpu")
+    assert exact.matches("onnx-native", "ort-cpu@1.24.4")
+    assert not exact.matches("onnx-native", "ort-cpu-noopt@1.24.4")
+    assert not Expectation(reason="r", runtime="ort-cpu@1.31.1").matches("onnx-native", "ort-cpu@1.24.4")
