@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -42,6 +43,7 @@ def summary(
         _node_table(results) if is_check(document) else None,
         _status_table(results, title),
         _releases(results, word),
+        _deployment_cost(results),
         _expected(results, word),
         *(_unchecked(results, status) for status in _UNCHECKED_HEADINGS),
         _failures(results, word),
@@ -138,6 +140,36 @@ def _release_cell(result: Result) -> Text:
     error = _greatest_error(result)
     text = result.status if error is None else f"{result.status}, greatest error {error:.2g}"
     return Text(text, style=LOOKS[result.status].style)
+
+
+def _deployment_cost(results: Sequence[Result]) -> RenderableType | None:
+    """What the deployment transforms cost the language models (``detail.lm`` of transformed lanes), per
+    transform and runtime: the perplexity increase (median and worst) and the lowest next-token agreement."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for result in results:
+        lm = result.detail.get("lm") if isinstance(result.detail, Mapping) else None
+        if isinstance(lm, Mapping) and "+" in (result.exporter or ""):
+            groups[(result.exporter.partition("+")[2], result.runtime)].append(lm)
+    if not groups:
+        return None
+    table = Table(title="Deployment cost on the language models (against the float64 reference)", title_justify="left")
+    for column in (
+        "transform",
+        "runtime",
+        "lanes",
+        "perplexity increase: median",
+        "worst",
+        "next-token agreement: lowest",
+    ):
+        table.add_column(column, overflow="fold")
+    for (transform, runtime), metrics in sorted(groups.items()):
+        increases = sorted(m["perplexity_increase"] for m in metrics if isinstance(m.get("perplexity_increase"), float))
+        agreement = [m["next_token_agreement"] for m in metrics if isinstance(m.get("next_token_agreement"), float)]
+        median = f"{100 * increases[len(increases) // 2]:+.3g}%" if increases else "-"
+        worst = f"{100 * increases[-1]:+.3g}%" if increases else "-"
+        table.add_row(_text(transform), _text(runtime), str(len(metrics)), median, worst,
+                      f"{min(agreement):.3f}" if agreement else "-")  # fmt: skip
+    return table
 
 
 def _releases(results: Sequence[Result], word: str) -> RenderableType | None:

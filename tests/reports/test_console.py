@@ -201,3 +201,27 @@ class TestUntrustedText:
         assert not TERMINAL_CONTROL.search(text)
         assert f"FAIL {safe(failing.id, ID)}\n" in text  # verbatim: nothing read as markup or emoji
         assert f"│ {safe(runtime)} " in text
+
+
+class TestDeploymentCost:
+    def test_perplexity_and_agreement_per_transform_and_runtime(self) -> None:
+        def transformed(case: str, exporter: str, increase: float, agreement: float) -> Result:
+            lm = {"perplexity_increase": increase, "next_token_agreement": agreement}
+            return lane_result(suite="lm", case=case, exporter=exporter, runtime="ort-cpu", status="pass",
+                               message="ok", detail={"lm": lm})  # fmt: skip
+
+        results = [
+            transformed("a", "torch-script+int8-dynamic", 0.001, 0.99),
+            transformed("b", "torch-script+int8-dynamic", 0.03, 0.71),
+            transformed("c", "onnx-native+int8-dynamic", 0.002, 0.95),
+            transformed("a", "torch-script+fp16", 0.00002, 1.0),
+            lane("plain"),  # untransformed lanes have no row
+        ]
+        text = render(ResultDocument.of(results, run={}, environment={}), width=160)
+        assert "Deployment cost on the language models (against the float64 reference)" in text
+        rows = [line for line in text.splitlines() if "ort-cpu" in line and ("int8" in line or "fp16" in line)]
+        assert re.sub(r"[│ ]+", " ", rows[0]).strip() == "fp16 ort-cpu 1 +0.002% +0.002% 1.000"
+        assert re.sub(r"[│ ]+", " ", rows[1]).strip() == "int8-dynamic ort-cpu 3 +0.2% +3% 0.710"
+
+    def test_absent_without_transformed_language_models(self, document: ResultDocument) -> None:
+        assert "Deployment cost" not in render(document)
