@@ -101,6 +101,9 @@ def main(args: argparse.Namespace) -> int:
     assert artifact.path is not None
     data = build(case, weights)
     out = Path(args.out)
-    data_dir = write_test_folder(artifact.path, data.feeds, data.expected, out)
+    from conformance.lane import as_the_model_takes
+
+    feeds = as_the_model_takes(dict(data.feeds), artifact.meta)  # float16 inputs for a +fp16 model
+    data_dir = write_test_folder(artifact.path, feeds, data.expected, out)
     print(f"wrote {out / 'model.onnx'} and {data_dir}/ ({len(list(data_dir.iterdir()))} tensors)")
     return 0

@@ -54,6 +54,16 @@ def main(args: argparse.Namespace) -> int:
                 exporter_id, exporter.produces, "yes" if reason is None else f"no: {reason}", exporter.description
             )
         console.print(table)
+        from exporters.transforms import TRANSFORMS
+
+        table = Table(title="Transforms (any ONNX exporter: <exporter>+<transform>, e.g. torch-script+fp16)",
+                      title_justify="left")  # fmt: skip
+        for column in ("transform", "available", "description"):
+            table.add_column(column)
+        for transform in TRANSFORMS.values():
+            reason = transform.unavailable()
+            table.add_row(transform.id, "yes" if reason is None else f"no: {reason}", transform.description)
+        console.print(table)
     if what in (None, "runtimes"):
         from conformance.runtimes import all_runtimes
 

@@ -327,3 +327,19 @@ def test_every_transform_has_a_budget_for_every_output() -> None:
     for budget in BUDGETS.values():
         assert set(budget) == {"Y", "Y_h", "Y_c", "log_probs"}
         assert all(0 < atol <= 1 and 0 < rtol <= 1 for atol, rtol in budget.values())
+
+
+class TestCommands:
+    def test_list_exporters_shows_the_transforms(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["list", "exporters"]) == 0
+        out = capsys.readouterr().out
+        assert "Transforms (any ONNX exporter: <exporter>+<transform>, e.g. torch-script+fp16)" in out
+        for transform_id in TRANSFORMS:
+            assert transform_id in out
+
+    def test_export_writes_the_inputs_a_float16_model_takes(self, tmp_path: Path) -> None:
+        from onnx import numpy_helper
+
+        assert main(["export", "forward", "--exporter", "onnx-native+fp16", "--out", str(tmp_path / "x")]) == 0
+        tensor = onnx.load_tensor(str(tmp_path / "x" / "test_data_set_0" / "input_0.pb"))
+        assert numpy_helper.to_array(tensor).dtype == np.float16
