@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from conformance.commands.options import add_ep_library, apply_ep_libraries, integer, number
 from conformance.commands.output import add_report_options
+from conformance.ray_executor import INSTALL, Executor, executor_option
 from conformance.stopping import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, on_sigterm
 from exporters.errors import BadInputError
 
@@ -30,6 +32,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--shard", metavar="K/N",
                    help="run shard K of N of the plan (deterministic, balanced, each export in one shard); "
                    "put the shards' folders together with `conformance merge`")  # fmt: skip
+    p.add_argument("--executor", type=executor_option, default=Executor(), metavar="local|ray|ray=HOST:PORT",
+                   help="where lanes run: worker processes here (local, the default); Ray tasks on a Ray instance "
+                   "started for the run (ray; --jobs: its CPUs), or on the Ray cluster at HOST:PORT (--jobs: the "
+                   f"most lanes at once). Needs {INSTALL}. Latency on a cluster measures the cluster's "
+                   "nodes")  # fmt: skip
     p.add_argument("--timeout", type=number(maximum=86400), default=300.0,
                    help="seconds per lane before it is killed (default 300)")  # fmt: skip
     p.add_argument("--no-cache", action="store_true", help="export again instead of using the export cache")
@@ -197,6 +204,8 @@ def _finish(
     }
     if shard is not None:
         run_info["shard"] = shard
+    if getattr(args, "ray_cluster", None):
+        run_info["executor"] = args.ray_cluster
     document = ResultDocument.of(results, run=run_info, environment=environment.collect())
     write_document(out / "results.json", document)
     written = write_reports(document, report_files(args))
@@ -227,8 +236,15 @@ def _run_with_progress(lanes: list[Any], sink: Any, args: argparse.Namespace, er
         "use_cache": not args.no_cache,
         "latency": latency,
     }
+    run_lanes: Any = runner.run_lanes
+    if args.executor.kind == "ray":  # Ray tasks; --jobs: the CPUs (a cluster's by default) it uses
+        from conformance.ray_executor import run_lanes_ray
+
+        kwargs["jobs"] = args.jobs or (1 if latency is not None and args.executor.address is None else None)
+        cluster = vars(args).setdefault("ray_cluster", {})  # the cluster, for the results' run info (_finish)
+        run_lanes = functools.partial(run_lanes_ray, address=args.executor.address, on_connect=cluster.update)
     if not err.is_terminal:
-        runner.run_lanes(lanes, sink, **kwargs)
+        run_lanes(lanes, sink, **kwargs)
         return
     from rich.progress import (
         BarColumn,
@@ -250,11 +266,10 @@ def _run_with_progress(lanes: list[Any], sink: Any, args: argparse.Namespace, er
         transient=True,
     ) as progress:
         task = progress.add_task("lanes", total=len(lanes), lane="")
-        runner.run_lanes(
+        run_lanes(
             lanes,
             sink,
             on_start=lambda lane: progress.update(task, lane=lane.id[:80]),
             on_result=lambda record: progress.advance(task),
             **kwargs,
         )
-
