@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,16 @@ from conformance.check.reference import ReferenceRun, reference_runs, weights_fi
 from conformance.files import regular_file, scratch_folder
 from conformance.graph import (
     GraphError,
+    Instrumented,
     LSTMNode,
     find_lstm_nodes,
     instrument,
 )
-from conformance.graph.dims import BASE, plan_dims
+from conformance.graph.dims import BASE, DimPlan, plan_dims
 from conformance.graph.inputs import (
     FeedValue,
     GraphInput,
+    InputRoles,
     dim_keys,
     parse_dim,
     parse_feed,
@@ -95,25 +98,79 @@ def lstm_nodes(path: Path, model: onnx.ModelProto) -> tuple[LSTMNode, ...]:
     return nodes
 
 
-def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
-    """Everything ``conformance check`` does, as data."""
-    start = time.perf_counter()
-    runtimes = _onnx_runtimes(options.runtimes)
-    runtime_ids = [r.id for r in runtimes]
+@dataclass(frozen=True)
+class Opened:
+    """A model a check has read and validated the options against, before anything runs: the report to
+    fill, the model, its instrumented copy, what its inputs are for, and the sizes and feeds given."""
+
+    report: CheckReport
+    model: onnx.ModelProto
+    instrumented: Instrumented
+    input_roles: InputRoles
+    fixed: dict[str, tuple[int, ...]]
+    feeds: dict[str, FeedValue]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What every runtime of a check runs on: the instrumented copy saved in the scratch folder, the dim
+    plan (each symbolic dim's role), and the float64 reference on each input set (``report.input_sets``)."""
+
+    instrumented_path: Path
+    dims: DimPlan
+    reference: dict[str, ReferenceRun]
+
+
+def open_check(model_path: Path, options: CheckOptions, runtime_ids: Sequence[str]) -> Opened:
+    """Read the model, find its LSTM nodes and inputs, and check ``--dim``/``--feed``/``--inputs`` against
+    them, and make the copy of the model that returns each LSTM node's tensors; bad input raises
+    ``BadInputError``."""
     model = load_model(model_path, options.max_memory)
     nodes = lstm_nodes(model_path, model)
     inputs = read_inputs_or_refuse(model_path, model)
-    report = CheckReport(model_path, nodes, inputs, runtimes=runtime_ids)
+    report = CheckReport(model_path, nodes, inputs, runtimes=list(runtime_ids))
     fixed = _given_dims(options.dims, inputs)
     feeds = _given_feeds(options.feeds, inputs)
     _sizes_from_arrays(feeds, inputs, fixed)
     _shapes_declared(inputs, feeds, options.inputs)
-    trained = _read_trained(options.weights, options.max_memory)
     input_roles = roles(model, inputs)
     try:
         instrumented = instrument(model)
     except GraphError as exc:
         raise BadInputError(f"{model_path}: {exc}") from None
+    return Opened(report, model, instrumented, input_roles, fixed, feeds)
+
+
+def plan_check(opened: Opened, options: CheckOptions, folder: Path) -> Planned:
+    """Probe the symbolic dims, make the input sets (``opened.report.input_sets``, notes to its notes) and
+    run the float64 reference on each; the instrumented copy is saved in ``folder``."""
+    report, inputs = opened.report, opened.report.inputs
+    probe_sizes = {k: 2 * BASE for k in dim_keys(inputs)} | fixed_first(opened.fixed)
+    within_budget(inputs, probe_sizes, opened.feeds, options.max_memory // INPUT_SHARE)
+    instrumented_path = Path(folder) / "instrumented.onnx"
+    save_model(opened.instrumented.model, instrumented_path)
+    dims = plan_dims(
+        opened.instrumented, instrumented_path, inputs, opened.input_roles, opened.fixed, opened.feeds,
+        options.seq_lens, options.batches,
+    )  # fmt: skip
+    report.notes += dims.notes
+    report.input_sets = input_sets_for(
+        inputs, opened.input_roles, dims, opened.feeds, options, opened.fixed, report.nodes
+    )
+    report.input_sets += [user_input_set(p, inputs, options.max_memory // INPUT_SHARE) for p in options.inputs]
+    reference = reference_runs(opened.instrumented, opened.model, report.input_sets)
+    weights_finite(report.model, reference)
+    return Planned(instrumented_path, dims, reference)
+
+
+def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
+    """Everything ``conformance check`` does, as data."""
+    start = time.perf_counter()
+    runtimes = _onnx_runtimes(options.runtimes)
+    opened = open_check(model_path, options, [r.id for r in runtimes])
+    report, model, inputs, nodes = opened.report, opened.model, opened.report.inputs, opened.report.nodes
+    trained = _read_trained(options.weights, options.max_memory)
+    instrumented = opened.instrumented
     stream = None
     if options.stream:
         from conformance.streaming import plan_stream
@@ -122,18 +179,8 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
         report.notes += stream.notes
     folder = scratch_folder("conformance-check-")  # a killed check's is swept by the next one
     try:  # Ctrl-C or SIGTERM: stop where it is, keep what was judged
-        probe_sizes = {k: 2 * BASE for k in dim_keys(inputs)} | fixed_first(fixed)
-        within_budget(inputs, probe_sizes, feeds, options.max_memory // INPUT_SHARE)
-        instrumented_path = Path(folder) / "instrumented.onnx"
-        save_model(instrumented.model, instrumented_path)
-        dims = plan_dims(
-            instrumented, instrumented_path, inputs, input_roles, fixed, feeds, options.seq_lens, options.batches
-        )
-        report.notes += dims.notes
-        report.input_sets = input_sets_for(inputs, input_roles, dims, feeds, options, fixed, nodes)
-        report.input_sets += [user_input_set(p, inputs, options.max_memory // INPUT_SHARE) for p in options.inputs]
-        reference = reference_runs(instrumented, model, report.input_sets)
-        weights_finite(model_path, reference)
+        planned = plan_check(opened, options, Path(folder))
+        instrumented_path, reference = planned.instrumented_path, planned.reference
         if trained is not None:
             report.results.append(_intent(model_path, model, trained, nodes, reference))
         jobs = []
@@ -344,11 +391,15 @@ __all__ = [
     "CheckOptions",
     "CheckReport",
     "InputSet",
+    "Opened",
+    "Planned",
     "ReferenceRun",
     "load_model",
     "lstm_nodes",
     "onnx_runtime_ids",
     "op_histogram",
+    "open_check",
     "open_session",
+    "plan_check",
     "run_check",
 ]

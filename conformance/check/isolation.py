@@ -204,7 +204,6 @@ def _ended(process: Any) -> str:
     return f"exit code {code}"
 
 
-
 def worker_slots() -> int:
     """How many runtimes run at once: the CPUs this process may use."""
     from conformance.environment import usable_cpus

@@ -55,6 +55,16 @@ def add_parser(sub: Any) -> None:
         metavar="MODULE:ATTR",
         help="compare with your PyTorch module instead of the reference (for graphs check cannot map)",
     )
+    p.add_argument("--quantize", metavar="TRANSFORM",
+                   help="what a deployment transform costs: apply it (fp16, fp16-io32, int8-dynamic: "
+                   "exporters/transforms.py) and report each output's and each LSTM node's error against "
+                   "the float64 reference of MODEL, and a language model's perplexity (default runtime: "
+                   "ort-cpu)")  # fmt: skip
+    p.add_argument("--max-abs", type=number(inclusive=True), metavar="X",
+                   help="with --quantize: fail when any output's greatest absolute error is above X")  # fmt: skip
+    p.add_argument("--max-ppl-increase", type=number(inclusive=True), metavar="P",
+                   help="with --quantize, on a language model: fail when the perplexity rises by more than P "
+                   "(0.02 = 2%%)")  # fmt: skip
     add_ep_library(p)
     add_report_options(p)
 
@@ -68,6 +78,7 @@ def main(args: argparse.Namespace) -> int:
         raise BadInputError("--atol and --rtol are given together")
     tolerance = Tolerance(args.atol, args.rtol) if args.atol is not None else None
     seq_lens, batches = args.seq_lens or check.DEFAULT_SEQ_LENS, args.batches or check.DEFAULT_BATCHES
+    _refuse_with_quantize(args)
     if args.against_torch:
         return _against_torch(args, seq_lens, batches, tolerance)
     if args.state and not args.stream:
@@ -89,6 +100,8 @@ def main(args: argparse.Namespace) -> int:
     )
     from conformance.stopping import exit_code, on_sigterm
 
+    if args.quantize is not None:
+        return _quantize(args, options)
     with on_sigterm():
         report = check.run_check(args.model, options)
     code = _render(
@@ -101,6 +114,70 @@ def main(args: argparse.Namespace) -> int:
         interrupted=report.stopped is not None,
     )
     return exit_code(report.stopped) or code
+
+
+def _refuse_with_quantize(args: argparse.Namespace) -> None:
+    """``--quantize`` measures a transform's cost on the input sets; the options it cannot honour are bad input."""
+    if args.quantize is None:
+        for option, value in (("--max-abs", args.max_abs), ("--max-ppl-increase", args.max_ppl_increase)):
+            if value is not None:
+                raise BadInputError(f"{option}: needs --quantize TRANSFORM (it gates what the transform costs)")
+        return
+    refused = {
+        "--against-torch": (args.against_torch, "the cost is measured against the float64 reference of MODEL"),
+        "--weights": (args.weights, "the transformed weights are rounded on purpose; check --weights without it"),
+        "--stream": (args.stream, "the cost is measured on whole input sets, not on a fed-back stream"),
+        "--state": (args.state, "the cost is measured on whole input sets, not on a fed-back stream"),
+        "--atol/--rtol": (
+            args.atol is not None or args.rtol is not None,
+            "LSTM nodes are held to the transform's measured budget; gate the outputs with --max-abs",
+        ),
+    }
+    for option, (value, why) in refused.items():
+        if value:
+            raise BadInputError(f"--quantize cannot be combined with {option}: {why}")
+
+
+def _quantize(args: argparse.Namespace, options: Any) -> int:
+    from conformance.check.quantize import QuantizeOptions, run_quantize
+    from conformance.stopping import exit_code, on_sigterm
+
+    quantize = QuantizeOptions(args.quantize, args.max_abs, args.max_ppl_increase)
+    with on_sigterm():
+        report = run_quantize(args.model, options, quantize)
+    code = _render(
+        args,
+        report.results,
+        report.seconds,
+        causes=report.causes,
+        notes=report.notes,
+        header=f"{_header(report)}; --quantize {args.quantize}",
+        interrupted=report.stopped is not None,
+        tables=[_cost_table(report.results)],
+        quantize={"transform": args.quantize, "max_abs": args.max_abs, "max_ppl_increase": args.max_ppl_increase},
+    )
+    return exit_code(report.stopped) or code
+
+
+def _cost_table(results: list[Any]) -> Any:
+    """Per output and per LSTM node: the greatest errors over the input sets (and a language model's cost)."""
+    from rich.table import Table
+
+    from conformance.check.quantize import cost_rows
+    from reports.text import MESSAGE, NAME, safe
+
+    rows = cost_rows(results)
+    if not rows:
+        return None
+    table = Table(title="What the transform costs (against the float64 reference of the model)", title_justify="left")
+    lm = any(row.lm for row in rows)
+    for column in ("output / LSTM node", "runtime", "max abs", "where", "max rel", *(["language model"] if lm else [])):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = [safe(row.what, NAME), safe(row.runtime, NAME), f"{row.max_abs:.3g}", safe(row.where, MESSAGE),
+                 f"{row.max_rel:.3g}", *([row.lm] if lm else [])]  # fmt: skip
+        table.add_row(*cells)
+    return table
 
 
 def _against_torch(args: argparse.Namespace, seq_lens: Any, batches: Any, tolerance: Any) -> int:
@@ -126,13 +203,15 @@ def _render(
     header: str | None = None,
     against: str | None = None,
     interrupted: bool = False,
+    tables: list[Any] | None = None,
+    quantize: dict[str, Any] | None = None,
 ) -> int:
     from conformance import environment
     from conformance.commands.output import argv, console, print_summary, report_files, write_reports
     from conformance.records import ResultDocument
     from conformance.status import exit_code
 
-    run = {
+    run: dict[str, Any] = {
         "command": "check",
         "model": str(args.model),
         "causes": causes or [],
@@ -142,6 +221,8 @@ def _render(
         "wall_seconds": round(seconds, 3),
         "argv": argv(),
     }
+    if quantize is not None:
+        run["quantize"] = quantize
     document = ResultDocument.of(results, run=run, environment=environment.collect())
     screen = console()
     from reports.text import MESSAGE, safe
@@ -150,6 +231,9 @@ def _render(
         screen.print(safe(header, MESSAGE), highlight=False, markup=False)
     for note in notes or []:
         screen.print(safe(f"note: {note}", MESSAGE), style="yellow", highlight=False, markup=False)
+    for table in tables or []:
+        if table is not None:
+            screen.print(table)
     from reports.text import count
 
     title = f"check{f' against {against}' if against else ''}: {count(len(results), 'result')} in {seconds:.2f} s"
