@@ -69,6 +69,11 @@ def main(args: argparse.Namespace) -> int:
     runtimes = match_ids(settings["runtime"], runtime_ids(), "runtime") if settings["runtime"] else None
     exporters = None
     if settings["exporter"]:
+        from exporters.transforms import SEPARATOR, split_exporter_id
+
+        for given in settings["exporter"]:  # an unknown transform: say which transforms there are
+            if SEPARATOR in given and not any(c in given for c in "*?["):
+                split_exporter_id(given)
         known = [*exporter_ids(), NO_EXPORT]
         hidden = set(exporter_ids()) - set(exporter_ids(mutants=False))
         try:

@@ -343,3 +343,12 @@ class TestCommands:
         assert main(["export", "forward", "--exporter", "onnx-native+fp16", "--out", str(tmp_path / "x")]) == 0
         tensor = onnx.load_tensor(str(tmp_path / "x" / "test_data_set_0" / "input_0.pb"))
         assert numpy_helper.to_array(tensor).dtype == np.float16
+
+    def test_run_names_the_known_transforms_for_an_unknown_one(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["run", "--exporter", "torch-script+fp8", "--out", str(tmp_path / "x")]) == 2
+        assert capsys.readouterr().err == (
+            "error: unknown transform 'fp8' in exporter id 'torch-script+fp8'; "
+            "known transforms: fp16, fp16-io32, int8-dynamic\n"
+        )
