@@ -10,9 +10,9 @@ once, by one task, and shared through Ray's object store: every lane of it takes
 there and writes them to a temporary folder of its own (torch modules, built in memory in 0.01 s, are
 built by each worker instead). CUDA lanes ask for a GPU when the cluster has one, so they run on GPU nodes.
 
-Each task is a streaming generator whose first item is :data:`STARTED`: a lane's clock starts when it
-starts on a worker, not while it waits in the cluster's queue. Ray is an optional extra, imported only
-inside functions; this module's top level imports nothing heavy (the CLI's parser uses it).
+This is the driver; the tasks are in :mod:`conformance.ray_worker`. Each is a streaming generator whose first
+item is :data:`STARTED`: a lane's clock starts when it starts on a worker, not while it waits in the queue.
+Ray is an optional extra, imported only inside functions; no top level here imports anything heavy.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import importlib.util
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from conformance.ray_worker import STARTED, _export_task, _lane_task, export_payload, run_with_payload
 from conformance.status import ERROR, TIMEOUT
 from exporters.errors import BadInputError
 
@@ -36,10 +37,14 @@ if TYPE_CHECKING:
     from conformance.records import Result
     from conformance.runner import ResultSink
 
+# The worker side's public names are re-exported: they stay importable from here, as before the split.
+__all__ = ["AUTH_MODE", "CONNECT_TIMEOUT_S", "ENV_PREFIX", "INSTALL", "LOST", "LOST_WORKER", "OVERRUN", "POLL_S",
+           "STARTED", "Executor", "Key", "check_address", "executor_option", "export_payload", "run_lanes_ray",
+           "run_with_payload"]  # fmt: skip
+
 INSTALL = "pip install 'lstm-conformance[ray]'"
 CONNECT_TIMEOUT_S = 3.0  # how long an address may take to answer before it is called dead
 POLL_S = 1.0  # the driver looks at the clock (and Ctrl-C) at least this often
-STARTED = "started"  # a task's first item: it is running on a worker now
 AUTH_MODE = "RAY_AUTH_MODE"
 ENV_PREFIX = "CONFORMANCE_"  # variables the workers must see (plug-in runtimes and exporters, EP libraries)
 LOST = "worker process died while {what} ({kind}), on its first run and on its one retry"
@@ -408,108 +413,3 @@ def _described(exc: BaseException) -> str:
     from exporters.base import describe_error
 
     return describe_error(exc, limit=300)
-
-
-# --- in the Ray workers ---------------------------------------------------------------------------------
-
-
-def _export_task(case: Any, exporter_id: str, use_cache: bool) -> Iterator[Any]:
-    yield STARTED
-    yield export_payload(case, exporter_id, use_cache)
-
-
-def export_payload(case: Any, exporter_id: str, use_cache: bool) -> dict[str, Any]:
-    """An artifact as plain data for its lanes: status, reason, meta, cached and the files of an ONNX model
-    (``model.onnx`` and any external data beside it); ``in_memory`` for a torch module, which each worker
-    builds itself; or what ``export`` raised (``transform``: the lane's bad input; ``harness``: a bug)."""
-    import traceback
-
-    from conformance.inputs import case_weights
-    from conformance.lane import export_options
-    from exporters.registry import export
-    from exporters.transforms import TransformError
-
-    try:
-        artifact = export(case.model, case_weights(case), exporter_id, export_options(case), use_cache=use_cache)
-    except TransformError as exc:
-        return {"raise": "transform", "message": str(exc)}
-    except Exception as exc:
-        return {"raise": "harness", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    if artifact.ok and artifact.path is None:
-        return {"in_memory": True}
-    path = artifact.path
-    files = {} if path is None else {p.name: p.read_bytes() for p in path.parent.iterdir() if p.is_file()}
-    files.pop("meta.json", None)  # the cache's copy of ``meta``
-    model = None if path is None else path.name
-    return {"status": artifact.status, "reason": artifact.reason, "meta": artifact.meta, "cached": artifact.cached,
-            "model": model, "files": files}  # fmt: skip
-
-
-_CONTEXTS: dict[tuple[bool, Any], Any] = {}  # this worker's LaneContext (its memo of weights and data)
-
-
-def _lane_task(
-    lane: Lane, payload: dict[str, Any] | None, use_cache: bool, latency: Any, scratch: str
-) -> Iterator[Any]:
-    yield STARTED
-    yield run_with_payload(lane, payload, use_cache=use_cache, latency=latency, scratch=scratch)
-
-
-def run_with_payload(
-    lane: Lane, payload: dict[str, Any] | None, *, use_cache: bool, latency: Any, scratch: str
-) -> Result:
-    """``run_lane``, its artifact written from ``payload`` into a folder of the lane's (removed after)."""
-    import shutil
-    import tempfile
-    import traceback
-
-    from conformance.lane import run_lane
-    from conformance.runner import SCRATCH_ENV
-
-    context = _CONTEXTS.get((use_cache, latency))
-    if context is None:
-        _CONTEXTS.clear()
-        context = _CONTEXTS[(use_cache, latency)] = _supplied_context(use_cache, latency)
-    Path(scratch).mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="lane-", dir=scratch))
-    os.environ[SCRATCH_ENV] = str(folder)  # runtimes put their temporary files (ORT profiles) there
-    context.supplied = None if payload is None else ((lane.case.id, lane.exporter), payload, folder)
-    try:
-        return run_lane(lane, context)
-    except Exception as exc:  # a harness bug must still cost one lane only
-        text = str(exc) if isinstance(exc, _ExportError) else f"{type(exc).__name__}: {exc}"
-        return lane.result(ERROR, f"harness error: {text}", detail={"traceback": traceback.format_exc()})
-    finally:
-        context.supplied = None
-        os.environ.pop(SCRATCH_ENV, None)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-class _ExportError(Exception):
-    """``export`` raised in the export task (a bug): the lane records it as a local worker would."""
-
-
-def _supplied_context(use_cache: bool, latency: Any) -> Any:
-    """A LaneContext whose ``artifact`` is the one supplied for the lane at hand: nothing is exported again."""
-    from conformance.lane import LaneContext
-    from exporters.base import Artifact
-    from exporters.transforms import TransformError
-
-    class SuppliedContext(LaneContext):
-        supplied: tuple[tuple[str, str], dict[str, Any], Path] | None = None
-
-        def artifact(self, case: Any, exporter_id: str) -> Artifact:
-            if self.supplied is None or self.supplied[0] != (case.id, exporter_id) or "in_memory" in self.supplied[1]:
-                return super().artifact(case, exporter_id)  # a torch module: built here, memoised per worker
-            _, payload, folder = self.supplied
-            if payload.get("raise") == "transform":
-                raise TransformError(payload["message"])
-            if payload.get("raise"):
-                raise _ExportError(payload["message"])
-            for name, data in payload["files"].items():
-                (folder / name).write_bytes(data)
-            path = folder / payload["model"] if payload["model"] else None
-            status, reason, meta, cached = (payload[k] for k in ("status", "reason", "meta", "cached"))
-            return Artifact(exporter_id, status, reason, path=path, meta=meta, cached=cached)
-
-    return SuppliedContext(use_cache=use_cache, latency=latency)
