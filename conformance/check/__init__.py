@@ -24,7 +24,7 @@ from typing import Any
 import onnx
 
 from conformance.check.input_sets import fixed_first, input_sets_for, user_input_set, within_budget
-from conformance.check.isolation import in_worker, runtimes_in_workers, worker_slots
+from conformance.check.isolation import in_worker, runtimes_in_workers
 from conformance.check.judging import check_runtime, open_session
 from conformance.check.model import (
     DEFAULT_BATCHES,
@@ -195,7 +195,7 @@ def run_check(model_path: Path, options: CheckOptions) -> CheckReport:
             if hazard:
                 report.notes.append(f"{runtime.id} ran in this process, not in a worker: {hazard}")
             jobs.append((runtime.id, work, hazard))
-        by_runtime = runtimes_in_workers(jobs, report.input_sets, model_path.name, options, worker_slots())
+        by_runtime = runtimes_in_workers(jobs, report.input_sets, model_path.name, options)
         for runtime in runtimes:  # in the order the runtimes are listed, whatever order they finished in
             report.results += by_runtime[runtime.id]
         if stream is not None:

@@ -99,19 +99,21 @@ def runtimes_in_workers(
     input_sets: Sequence[InputSet],
     model: str,
     options: CheckOptions,
-    slots: int,
 ) -> dict[str, list[Result]]:
-    """Each ``(runtime id, work, fork hazard)`` as :func:`isolated_runtime` does it, up to ``slots`` workers
-    at a time (each runtime's ``--timeout`` counts from its own start); runtimes with a hazard run here,
-    one after the other, once the workers are done. Results by runtime id."""
+    """Each ``(runtime id, work, fork hazard)`` as :func:`isolated_runtime` does it, as many workers at a
+    time as this process has CPUs (each runtime's ``--timeout`` counts from its own start); runtimes with a
+    hazard run here, one after the other, once the workers are done. Results by runtime id."""
     from multiprocessing.connection import wait
 
+    from conformance.environment import usable_cpus
+
+    slots = usable_cpus()
     results: dict[str, list[Result]] = {}
     queue = [(runtime_id, work) for runtime_id, work, hazard in jobs if not hazard and _forks()]
     running: dict[Any, tuple[str, Any, _Worker, float]] = {}  # receive end -> (id, work, worker, deadline)
     try:
         while queue or running:
-            while queue and len(running) < max(1, slots):
+            while queue and len(running) < slots:
                 runtime_id, work = queue.pop(0)
                 worker = _Worker(work)
                 running[worker.receive] = (runtime_id, work, worker, time.monotonic() + options.timeout)
@@ -202,10 +204,3 @@ def _ended(process: Any) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def worker_slots() -> int:
-    """How many runtimes run at once: the CPUs this process may use."""
-    from conformance.environment import usable_cpus
-
-    return usable_cpus()

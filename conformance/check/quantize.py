@@ -48,7 +48,7 @@ from conformance.check import (
     open_check,
     plan_check,
 )
-from conformance.check.isolation import runtimes_in_workers, worker_slots
+from conformance.check.isolation import runtimes_in_workers
 from conformance.check.judging import _comparable, _PlainSession, open_session
 from conformance.check.quantize_cost import (
     CostRow,
@@ -141,7 +141,7 @@ def run_quantize(model_path: Path, options: CheckOptions, quantize: QuantizeOpti
             if hazard:
                 report.notes.append(f"{runtime.id} ran in this process, not in a worker: {hazard}")
             jobs.append((runtime.id, work, hazard))
-        by_runtime = runtimes_in_workers(jobs, report.input_sets, model_path.name, options, worker_slots())
+        by_runtime = runtimes_in_workers(jobs, report.input_sets, model_path.name, options)
         for runtime in runtimes:
             report.results += [_as_transformed(r, made.exporter) for r in by_runtime[runtime.id]]
     except KeyboardInterrupt as stop:

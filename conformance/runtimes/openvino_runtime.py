@@ -27,7 +27,7 @@ TOLERANCE_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16", "f64
 
 # Set once this process compiles a model: the CPU plugin's thread pool (TBB) then runs here, and a worker
 # forked from this process would deadlock in its first compile (measured: ov::threading::ITaskExecutor).
-_COMPILED_HERE: list[bool] = []
+_COMPILED_HERE: set[str] = set()  # {DEVICE} once a model was compiled here
 FORK_HAZARD = "OpenVINO compiled a model in this process, so a forked worker would wait for ever on its thread pool"
 
 
@@ -57,7 +57,7 @@ def compiled_properties(precision: str) -> dict[str, str]:
     import openvino.opset13 as ops
 
     x = ops.parameter([1, 4], ov.Type.f32, name="x")
-    _COMPILED_HERE.append(True)
+    _COMPILED_HERE.add(DEVICE)
     compiled = _core().compile_model(ov.Model([ops.relu(x)], [x], "probe"), DEVICE, compile_config(precision))
     return {
         "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()),
@@ -88,7 +88,7 @@ def onnx_output_names(path: str) -> list[str]:
 
 class OpenVinoSession:
     def __init__(self, path: str, precision: str) -> None:
-        _COMPILED_HERE.append(True)
+        _COMPILED_HERE.add(DEVICE)
         try:
             self._compiled = _core().compile_model(path, DEVICE, compile_config(precision))
         except RuntimeError as exc:
