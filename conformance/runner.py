@@ -78,16 +78,23 @@ def _start_worker(ctx: Any, use_cache: bool, latency: Any = None) -> _Worker:
 
 
 def _stop(worker: _Worker, *, kill: bool) -> None:
+    stop_worker(worker.process, worker.conn, kill=kill)
+
+
+def stop_worker(process: Any, conn: Any, *, kill: bool) -> None:
+    """End a worker process that takes work over ``conn``: killed, or asked to end (``None``, when there is a
+    pipe) and given 5 s before it is killed; then its end of the pipe is closed."""
     if kill:
-        worker.process.kill()
-    else:
+        process.kill()
+    elif conn is not None:
         with contextlib.suppress(BrokenPipeError, OSError):
-            worker.conn.send(None)
-    worker.process.join(timeout=5)
-    if worker.process.is_alive():
-        worker.process.kill()
-        worker.process.join()
-    worker.conn.close()
+            conn.send(None)
+    process.join(timeout=5)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    if conn is not None:
+        conn.close()
 
 
 class ResultSink:

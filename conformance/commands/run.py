@@ -66,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
     settings = run_folder.selection(vars(args), resume)
     suites = settings["suite"] or [DEFAULT_SUITE]
     cases = load_cases(suites, settings["select"])
-    runtimes = match_ids(settings["runtime"], runtime_ids(), "runtime") if settings["runtime"] else None
+    known_runtimes = runtime_ids()
+    runtimes = match_ids(settings["runtime"], known_runtimes, "runtime") if settings["runtime"] else None
     exporters = None
     if settings["exporter"]:
         from exporters.transforms import SEPARATOR, split_exporter_id
@@ -82,12 +83,12 @@ def main(args: argparse.Namespace) -> int:
             from exporters.mutants import PREFIX
 
             raise BadInputError(f"{exc} (and the selftest mutants {PREFIX}*)") from None
-    if args.baseline not in runtime_ids():
+    if args.baseline not in known_runtimes:
         from conformance.runtimes import unknown_runtime_hint
 
         raise BadInputError(
             f"--baseline {args.baseline}: no such runtime{unknown_runtime_hint(args.baseline)}; "
-            f"available: {', '.join(runtime_ids())}"
+            f"available: {', '.join(known_runtimes)}"
         )
     lanes = plan(cases, runtimes, exporters)
     if not lanes:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from conformance.runner import stop_worker
 from exporters.base import OK, AnyWeights, Artifact, Model, describe_error
 
 DEFAULT_TIMEOUT = 120.0  # seconds per trial
@@ -139,18 +140,8 @@ class Worker:
         self._exitcode = None
         if self._process is None:
             return
-        if kill:
-            self._process.kill()
-        elif self._conn is not None:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self._conn.send(None)
-        self._process.join(timeout=5)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+        stop_worker(self._process, self._conn, kill=kill)
         self._exitcode = self._process.exitcode
-        if self._conn is not None:
-            self._conn.close()
         self._process, self._conn = None, None
 
     def close(self) -> None:
