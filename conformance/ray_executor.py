@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conformance.ray_worker import STARTED, _export_task, _lane_task, export_payload, run_with_payload
 from conformance.status import ERROR, TIMEOUT
+from conformance.stopping import STOPS, stops_held
 from exporters.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -137,9 +138,8 @@ def run_lanes_ray(
     ray: Any = ray_module  # its API is used through Any: parts of it are untyped
     owned = not ray.is_initialized()  # else a caller (a library user, a test) connected already: use that
     auth_mode = os.environ.get(AUTH_MODE)  # ray.init sets it for the instance it starts: put it back after
-    held = threading.current_thread() is threading.main_thread()
-    stops = {signal.SIGINT, signal.SIGTERM}
-    handlers = {stop: signal.getsignal(stop) for stop in stops} if held else {}
+    on_main = threading.current_thread() is threading.main_thread()
+    handlers = {stop: signal.getsignal(stop) for stop in STOPS} if on_main else {}
     scratch = Path(tempfile.gettempdir()) / f"conformance-ray-{uuid.uuid4().hex[:12]}"  # the lanes' files
     scheduler = None
     try:
@@ -163,10 +163,7 @@ def run_lanes_ray(
         )
         return scheduler.run(pending, sink, on_result, on_start)
     finally:
-        # A stop signal now would cut the cleanup short (tasks left running): hold it until done.
-        if held:
-            signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-        try:
+        with stops_held():  # a stop signal now would cut the cleanup short (tasks left running)
             if scheduler is not None:
                 scheduler.cancel_all()
             if owned:
@@ -175,9 +172,6 @@ def run_lanes_ray(
                 if auth_mode is None:
                     os.environ.pop(AUTH_MODE, None)
             shutil.rmtree(scratch, ignore_errors=True)  # this machine's; a killed lane's stays on another node
-        finally:
-            if held:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
 def _connect(ray: Any, address: str | None, jobs: int | None) -> None:

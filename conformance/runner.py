@@ -16,7 +16,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -29,6 +28,7 @@ from conformance.files import scratch_folder
 from conformance.lane import Lane
 from conformance.records import Result
 from conformance.status import ERROR, TIMEOUT
+from conformance.stopping import stops_held
 
 DEFAULT_TIMEOUT = 300.0
 SCRATCH_ENV = "CONFORMANCE_SCRATCH"  # a folder the run owns; runtimes put temporary files there
@@ -36,7 +36,6 @@ SCRATCH_ENV = "CONFORMANCE_SCRATCH"  # a folder the run owns; runtimes put tempo
 
 def _worker_main(conn: Connection, use_cache: bool, latency: Any = None) -> None:
     """Worker loop: receive a lane, send back its record; exit on ``None``."""
-    import signal
 
     # Ctrl-C reaches the whole process group: the parent stops the run, workers must not die mid-lane.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -218,11 +217,7 @@ def run_lanes(
                     workers[i] = _start_worker(ctx, use_cache, latency)
     finally:
         # A stop signal now would cut the cleanup short (workers left, scratch kept): hold it until done.
-        stops = {signal.SIGINT, signal.SIGTERM}
-        held = threading.current_thread() is threading.main_thread()
-        if held:
-            signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-        try:
+        with stops_held():
             for worker in workers:
                 _stop(worker, kill=worker.lane is not None)
             if previous_scratch is None:
@@ -230,9 +225,6 @@ def run_lanes(
             else:
                 os.environ[SCRATCH_ENV] = previous_scratch
             shutil.rmtree(scratch, ignore_errors=True)
-        finally:
-            if held:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     return results
 
 

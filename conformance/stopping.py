@@ -33,6 +33,25 @@ def on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+STOPS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done (cleanup a stop would cut short); they are taken
+    after it. Signals are delivered to the main thread only, so elsewhere this holds nothing."""
+    import threading
+
+    held = threading.current_thread() is threading.main_thread()
+    if held:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        if held:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+
+
 def exit_code(stop: BaseException | None) -> int | None:
     """The exit code a stop asks for (143 for SIGTERM, 130 for Ctrl-C), None when nothing stopped."""
     if stop is None:
